@@ -1,0 +1,36 @@
+# Two commands set everything up: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps reinstall only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/soartc attention --seed 42 --softmax global
+
+# pytest exits 5 when it collects no test, which fails make: an empty run is never a pass.
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check soartc_cli tests benchmarks
+	$(BIN)/ruff format --check soartc_cli tests benchmarks
+
+bench: $(VENV)/.installed-test
+	@echo "No benchmarks yet."
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,63 @@
+"""Process set-up done before numpy is imported (see PERF_NOTES: BLAS threads, page faults).
+
+Numeric work here is many small matrix products, one image at a time; several BLAS threads per
+process only fight over the cores with the worker processes, so the command-line program asks for
+one BLAS thread per process. glibc's allocator would return every large temporary to the kernel and
+fault it back in for the next image; raising both thresholds keeps those pages in the process.
+Library users who import ``soartc_cli`` in a notebook are not affected: only the CLI calls this.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_THREAD_VARIABLES = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 * 1024 * 1024
+TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+
+def single_thread_environment() -> dict[str, str]:
+    """Environment variables that give a new process one BLAS/OpenMP thread and a calm malloc."""
+    env = {name: "1" for name in _THREAD_VARIABLES}
+    env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+    env["MALLOC_TRIM_THRESHOLD_"] = str(TRIM_THRESHOLD)
+    return env
+
+
+def tune_malloc() -> bool:
+    """Raise glibc's mmap and trim thresholds (both: either alone made things worse).
+
+    Returns True when glibc took both settings; a no-op returning False elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+
+
+def prepare_process() -> None:
+    """Set one BLAS thread (unless the user chose otherwise) and tune malloc, before numpy loads."""
+    for name, value in single_thread_environment().items():
+        if name.startswith("MALLOC_"):
+            continue
+        os.environ.setdefault(name, value)
+    tune_malloc()
