@@ -1,0 +1,310 @@
+"""Scaled dot-product attention: the seed article's demo and attention over image patches.
+
+Pure functions on arrays: no I/O, no printing, no global random state.
+
+References
+----------
+Vaswani, A. et al. (2017). Attention is all you need. NeurIPS 30.
+QEU (2024). QEUR23_VTFDEV1: SOARTC metrics — an introduction (the seed article, ../shared/seed/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from soartc_cli.errors import UsageError
+
+#: The seed article's four "words", one embedding of width 4 per row.
+SEED_WORDS = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=np.int64)
+
+#: Names of the demo's matrices, in the order the article prints them.
+DEMO_MATRICES = ("X", "W_Q", "W_K", "W_V", "Q", "K", "V", "scores", "probs", "attention")
+
+SOFTMAX_MODES = ("row", "global")
+NORMS = ("layer", "none")
+WEIGHT_MODES = ("random", "identity")
+#: Names of the per-patch attention metrics, in column order.
+ATTENTION_METRICS = ("received", "entropy")
+LAYER_NORM_EPS = 1e-5
+#: Largest seed numpy's legacy RandomState accepts.
+MAX_SEED = 2**32 - 1
+
+
+def softmax(x: np.ndarray, *, axis: int | None = -1) -> np.ndarray:
+    """Softmax along ``axis``; ``axis=None`` takes one softmax over every entry.
+
+    Parameters
+    ----------
+    x : ndarray
+        Scores, any shape.
+    axis : int or None
+        The axis whose entries sum to 1, or None for the whole array (what ``scipy.special.softmax``
+        does without ``axis``, and what the seed article's code does).
+
+    Returns
+    -------
+    ndarray
+        float64, the shape of ``x``.
+
+    Notes
+    -----
+    ``softmax(x)_i = exp(x_i − max x) / Σ_j exp(x_j − max x)``; subtracting the maximum leaves the
+    result unchanged and keeps ``exp`` from overflowing.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def scaled_dot_product(
+    q: np.ndarray, k: np.ndarray, *, softmax_axis: int | None = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Attention scores and probabilities of queries ``q`` against keys ``k``.
+
+    Parameters
+    ----------
+    q : (n, d) ndarray
+    k : (n, d) ndarray
+    softmax_axis : int or None
+        -1 for the standard row softmax, None for the seed article's global softmax.
+
+    Returns
+    -------
+    scores : (n, n) ndarray
+        ``q kᵀ``, in the dtype numpy gives (integers stay integers).
+    probs : (n, n) float64 ndarray
+        ``softmax(scores / √d)``.
+    """
+    scores = q @ k.T
+    probs = softmax(scores / np.sqrt(k.shape[1]), axis=softmax_axis)
+    return scores, probs
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The ten matrices of the seed demo, in the article's order (see ``DEMO_MATRICES``)."""
+
+    X: np.ndarray
+    W_Q: np.ndarray
+    W_K: np.ndarray
+    W_V: np.ndarray
+    Q: np.ndarray
+    K: np.ndarray
+    V: np.ndarray
+    scores: np.ndarray
+    probs: np.ndarray
+    attention: np.ndarray
+    softmax: str
+
+    def matrices(self) -> dict[str, np.ndarray]:
+        """The matrices by name, in print order."""
+        return {name: getattr(self, name) for name in DEMO_MATRICES}
+
+
+def check_choice(value: str, *, name: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a UsageError naming ``name``."""
+    if value not in choices:
+        raise UsageError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def parse_words(text: str) -> np.ndarray:
+    """Parse ``--words``: rows separated by ``;``, numbers by ``,`` ("1,0,1,0;0,1,0,1").
+
+    Returns
+    -------
+    (n, k) ndarray
+        int64 when every number is a whole number written without a decimal point, else float64.
+    """
+    rows = [row.strip() for row in text.strip().split(";")]
+    if not text.strip() or any(not row for row in rows):
+        raise UsageError(f"--words needs rows separated by ';', e.g. '1,0,1,0;0,1,0,1': {text!r}")
+    cells = [[c.strip() for c in row.split(",")] for row in rows]
+    widths = {len(row) for row in cells}
+    if len(widths) != 1:
+        raise UsageError(
+            f"--words rows must all have the same length; got lengths {sorted(widths)}"
+        )
+    try:
+        if all(c.lstrip("+-").isdigit() for row in cells for c in row):
+            words = np.array([[int(c) for c in row] for row in cells], dtype=np.int64)
+        else:
+            words = np.array([[float(c) for c in row] for row in cells], dtype=np.float64)
+    except (ValueError, OverflowError):
+        raise UsageError(f"--words must hold numbers only: {text!r}") from None
+    if not np.all(np.isfinite(words)):
+        raise UsageError(f"--words must hold finite numbers: {text!r}")
+    return words
+
+
+def seed_demo(
+    words: np.ndarray = SEED_WORDS,
+    *,
+    seed: int = 42,
+    high: int = 3,
+    dim: int = 3,
+    softmax: str = "row",
+) -> DemoResult:
+    """The seed article's attention calculation, reproducible to every printed digit.
+
+    Parameters
+    ----------
+    words : (n, k) ndarray
+        The input ``X``, one word embedding per row.
+    seed : int
+        Seed of ``numpy.random.RandomState`` (the article's legacy ``numpy.random.seed``).
+    high : int
+        Weights are integers drawn from ``[0, high)``.
+    dim : int
+        ``d``, the width of the projections.
+    softmax : {"row", "global"}
+        "row": the standard attention (each row of ``probs`` sums to 1); "global": one softmax over
+        the whole matrix, as the article's code does.
+
+    Returns
+    -------
+    DemoResult
+
+    Notes
+    -----
+    ``W_Q, W_K, W_V = randint(high, size=(k, d))`` three times, in that order;
+    ``Q = X W_Q``, ``K = X W_K``, ``V = X W_V``, ``scores = Q Kᵀ``,
+    ``probs = softmax(scores / √d)``, ``attention = probs V``.
+    """
+    check_choice(softmax, name="--softmax", choices=SOFTMAX_MODES)
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED}, not {seed}")
+    if high < 1:
+        raise UsageError(
+            f"--high must be at least 1 (weights are drawn from [0, high)), not {high}"
+        )
+    if dim < 1:
+        raise UsageError(f"--dim must be at least 1, not {dim}")
+    x = np.asarray(words)
+    if x.ndim != 2 or x.size == 0:
+        raise UsageError("--words must be a non-empty matrix")
+    rng = np.random.RandomState(seed)
+    k = x.shape[1]
+    w_q = rng.randint(high, size=(k, dim))
+    w_k = rng.randint(high, size=(k, dim))
+    w_v = rng.randint(high, size=(k, dim))
+    q, key, v = x @ w_q, x @ w_k, x @ w_v
+    scores, probs = scaled_dot_product(q, key, softmax_axis=-1 if softmax == "row" else None)
+    return DemoResult(
+        X=x, W_Q=w_q, W_K=w_k, W_V=w_v, Q=q, K=key, V=v,
+        scores=scores, probs=probs, attention=probs @ v, softmax=softmax,
+    )  # fmt: skip
+
+
+def layer_norm(x: np.ndarray, *, eps: float = LAYER_NORM_EPS) -> np.ndarray:
+    """Standardise each row like a LayerNorm without affine parameters.
+
+    Parameters
+    ----------
+    x : (n, k) ndarray
+
+    Returns
+    -------
+    (n, k) float64 ndarray
+        ``(x − mean(x)) / √(var(x) + eps)`` per row, population variance.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=-1, keepdims=True)
+    var = np.mean(centred * centred, axis=-1, keepdims=True)
+    return centred / np.sqrt(var + eps)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Projection matrices ``W_Q, W_K, W_V``, each ``(k, d)`` float64."""
+
+    W_Q: np.ndarray
+    W_K: np.ndarray
+    W_V: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(k, d)``."""
+        return self.W_Q.shape
+
+
+def random_weights(k: int, *, dim: int = 64, seed: int = 42) -> Weights:
+    """``W_Q, W_K, W_V``, in that order: ``default_rng(seed).standard_normal((k, dim)) / √k``."""
+    if dim < 1:
+        raise UsageError(f"--dim must be at least 1, not {dim}")
+    if seed < 0:
+        raise UsageError(f"--seed must not be negative, not {seed}")
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.sqrt(k)
+    w = [rng.standard_normal((k, dim)) * scale for _ in range(3)]
+    return Weights(*w)
+
+
+def identity_weights(k: int) -> Weights:
+    """``W_Q = W_K = W_V = I_k``: attention as plain patch self-similarity (d = k)."""
+    eye = np.eye(k)
+    return Weights(eye, eye, eye)
+
+
+def check_weights(arrays: Mapping[str, np.ndarray], *, k: int) -> Weights:
+    """Validate user weights (for example the arrays of an ``.npz`` file) for inputs of width ``k``.
+
+    Every one of ``W_Q, W_K, W_V`` must be a finite ``(k, d)`` matrix with the same ``d``.
+    """
+    missing = [name for name in ("W_Q", "W_K", "W_V") if name not in arrays]
+    if missing:
+        raise UsageError(f"--weights file lacks {', '.join(missing)} (needs W_Q, W_K, W_V)")
+    w = {name: np.asarray(arrays[name]) for name in ("W_Q", "W_K", "W_V")}
+    shapes = {name: a.shape for name, a in w.items()}
+    d = w["W_Q"].shape[-1] if w["W_Q"].ndim == 2 else None
+    for name, a in w.items():
+        if a.ndim != 2 or a.shape[0] != k or a.shape[1] != d or d == 0:
+            shown = ", ".join(f"{n} {s}" for n, s in shapes.items())
+            raise UsageError(
+                f"--weights: each of W_Q, W_K, W_V must have shape (k, d) = ({k}, d) "
+                f"for these patches; got {shown}"
+            )
+        if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+            raise UsageError(f"--weights: {name} must hold finite numbers")
+    return Weights(*(w[n].astype(np.float64) for n in ("W_Q", "W_K", "W_V")))
+
+
+def patch_attention(
+    x: np.ndarray, *, weights: Weights, norm: str = "layer"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch attention metrics of one image's patches.
+
+    Parameters
+    ----------
+    x : (n, k) ndarray
+        One row per patch (its pixel values; with RGB, its R, G and B values concatenated).
+    weights : Weights
+        ``(k, d)`` projections.
+    norm : {"layer", "none"}
+        "layer" standardises each row first (see ``layer_norm``).
+
+    Returns
+    -------
+    received : (n,) float64 ndarray
+        ``mean_i probs[i, j]``: how much attention patch ``j`` receives; sums to 1.
+    entropy : (n,) float64 ndarray
+        ``−Σ_j' probs[j, j'] ln probs[j, j']`` of patch ``j``'s own query row; in ``[0, ln n]``.
+
+    Notes
+    -----
+    ``probs = softmax_row(Q Kᵀ / √d)`` with ``Q = X W_Q`` and ``K = X W_K``. ``W_V`` does not enter
+    either metric. Terms with ``probs = 0`` add 0 to the entropy (the limit of ``p ln p``).
+    """
+    check_choice(norm, name="--norm", choices=NORMS)
+    x = np.asarray(x, dtype=np.float64)
+    if norm == "layer":
+        x = layer_norm(x)
+    _, probs = scaled_dot_product(x @ weights.W_Q, x @ weights.W_K)
+    received = probs.mean(axis=0)
+    plogp = probs * np.log(np.where(probs > 0, probs, 1.0))
+    entropy = -plogp.sum(axis=1)
+    return received, entropy
