@@ -308,3 +308,48 @@ def patch_attention(
     plogp = probs * np.log(np.where(probs > 0, probs, 1.0))
     entropy = -plogp.sum(axis=1)
     return received, entropy
+
+
+def patch_rows(image: np.ndarray, *, patch: int) -> np.ndarray:
+    """The patches of an image as rows: ``(C, H, W)`` → ``(N, C·P²)``.
+
+    Patches are row-major; a row holds the patch's first channel (row by row), then the next
+    channel, so with RGB a patch's R, G and B values are concatenated.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[np.newaxis]
+    c, h, w = image.shape
+    rows, cols = h // patch, w // patch
+    blocks = image.reshape(c, rows, patch, cols, patch).transpose(1, 3, 0, 2, 4)
+    return blocks.reshape(rows * cols, c * patch * patch)
+
+
+def image_attention(
+    image: np.ndarray, *, patch: int, weights: Weights, norm: str = "layer"
+) -> np.ndarray:
+    """Per-patch ``received`` and ``entropy`` of one fitted image (SPEC §5).
+
+    Parameters
+    ----------
+    image : (C, H, W) or (H, W) ndarray
+        Fitted pixels; H and W multiples of ``patch``.
+    patch : int
+    weights : Weights
+        ``(C·P², d)`` projections.
+    norm : {"layer", "none"}
+
+    Returns
+    -------
+    (1, 1, 2, N) float64 ndarray
+        Channel (one: the channels are concatenated), transform ``attention``, metric
+        (``received``, ``entropy``), patch — the layout of the SOARTC features.
+    """
+    x = patch_rows(image, patch=patch)
+    if weights.shape[0] != x.shape[1]:
+        raise UsageError(
+            f"--weights: W_Q, W_K, W_V need {x.shape[1]} rows for {patch}×{patch} patches "
+            f"of {x.shape[1] // (patch * patch)} channel(s), not {weights.shape[0]}"
+        )
+    received, entropy = patch_attention(x, weights=weights, norm=norm)
+    return np.stack([received, entropy])[np.newaxis, np.newaxis]

@@ -7,14 +7,30 @@ reaches a user.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.columns import Columns
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
-from soartc_cli import __version__, attention, writers
+from soartc_cli import __version__, attention, discover, imageio, rt, runner, writers
+from soartc_cli import transforms as transforms_module
 from soartc_cli.errors import InputError, SoartcError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -53,16 +69,28 @@ class SoartcGroup(typer.core.TyperGroup):
             if getattr(exc, "ctx", None) is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
             code = fail(exc.format_message() + hint, exc.exit_code)
+        except runner.StrictStop as exc:
+            code = fail(str(exc), EXIT_FAILED)
         except UsageError as exc:
             code = fail(str(exc), EXIT_USAGE)
         except InputError as exc:
             code = fail(str(exc), EXIT_FAILED)
         except SoartcError as exc:
             code = fail(str(exc), EXIT_FAILED)
+        except runner.Interrupted as exc:
+            code = fail(str(exc), EXIT_INTERRUPTED)
         except (KeyboardInterrupt, _Abort):
             code = fail("interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:
             code = EXIT_FAILED
+        except Exception as exc:
+            if os.environ.get("SOARTC_DEBUG"):
+                raise
+            code = fail(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(a bug: please report it; SOARTC_DEBUG=1 shows the traceback)",
+                EXIT_FAILED,
+            )
         code = code if isinstance(code, int) else EXIT_OK
         if standalone_mode:
             sys.exit(code)
@@ -98,6 +126,48 @@ def main_options(
 
 # --- shared option aliases -------------------------------------------------------------------
 
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Image files and/or directories (walked recursively); '-' reads paths from stdin.",
+        show_default=False,
+    ),
+]
+Size = Annotated[
+    int, typer.Option(help="Fit: centred square resized to SIZE×SIZE; 0 keeps the native size.")
+]
+Patch = Annotated[int, typer.Option(help="Patch side P; SIZE must be a multiple of it.")]
+Channels = Annotated[str, typer.Option(help="'luma' (one grey channel) or 'rgb' (R, G, B).")]
+Invert = Annotated[bool, typer.Option("--invert", help="Use 1 − v (dark objects on light).")]
+MaxPixels = Annotated[
+    int, typer.Option(help="Refuse images with more pixels than this (checked from the header).")
+]
+NoRecursive = Annotated[
+    bool, typer.Option("--no-recursive", help="Only the top level of each directory.")
+]
+Output = Annotated[
+    str | None,
+    typer.Option(
+        "--output", "-o", help="Write CSV (or JSON Lines for *.jsonl) to FILE; '-' is stdout."
+    ),
+]
+Layout = Annotated[str, typer.Option(help="CSV layout: wide, long or summary.")]
+Precision = Annotated[int, typer.Option(help="Significant digits of the numbers written.")]
+Record = Annotated[
+    str | None,
+    typer.Option(help="Where the run record goes (default: OUTPUT.meta.json next to -o FILE)."),
+]
+Maps = Annotated[
+    str | None, typer.Option(help="Write one heat-map PNG per image into this directory.")
+]
+Workers = Annotated[
+    int | None, typer.Option(help="Worker processes (default: the CPU count; 1 = in-process).")
+]
+Shard = Annotated[
+    str | None, typer.Option(help="Process only slice I of N of the sorted file list ('I/N').")
+]
+Strict = Annotated[bool, typer.Option("--strict", help="Stop at the first unusable file.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 Seed = Annotated[int, typer.Option(help="Random seed of the weights.")]
 Dim = Annotated[
     int | None,
@@ -105,28 +175,237 @@ Dim = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every image command shares, as given on the command line."""
+
+    inputs: list[str]
+    output: str | None
+    layout: str
+    precision: int
+    record: str | None
+    maps: str | None
+    workers: int | None
+    shard: str | None
+    strict: bool
+    quiet: bool
+    recursive: bool
+
+
+def _image_settings(size, patch, channels, invert, max_pixels) -> runner.ImageSettings:
+    attention.check_choice(channels, name="--channels", choices=("luma", "rgb"))
+    imageio.check_geometry(size, patch=patch)
+    if max_pixels < 1:
+        raise UsageError(f"--max-pixels must be at least 1, not {max_pixels}")
+    return runner.ImageSettings(size, patch, channels, invert, max_pixels)
+
+
+def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
+    """Discover, run, write and render: what ``compute`` and ``attention DIR`` share."""
+    fmt = writers.output_format(opts.output, layout=opts.layout, precision=opts.precision)
+    if opts.workers is not None and opts.workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {opts.workers}")
+    workers = opts.workers or os.cpu_count() or 1
+    files = discover.discover(opts.inputs, recursive=opts.recursive, stdin=sys.stdin)
+    if opts.shard is not None:
+        index, count = discover.parse_shard(opts.shard)
+        files = discover.shard(files, index=index, count=count)
+    task = runner.Task(job, fmt, opts.maps)
+    if opts.maps is not None:
+        os.makedirs(opts.maps, exist_ok=True)
+    console = error_console()
+    signal.signal(signal.SIGTERM, _interrupt)
+    target = writers.AtomicFile(opts.output) if opts.output not in (None, "-") else None
+    sink = target.file if target is not None else (sys.stdout if opts.output == "-" else None)
+    try:
+        with _progress(console, len(files), quiet=opts.quiet) as on_outcome:
+            report = runner.run_job(
+                files, task, sink=sink, workers=min(workers, max(1, len(files))),
+                strict=opts.strict, on_outcome=on_outcome,
+            )  # fmt: skip
+    except BaseException:
+        if target is not None:
+            target.discard()
+        raise
+    if target is not None:
+        target.commit()
+    record_file = opts.record or (writers.record_path(opts.output) if target else None)
+    if record_file is not None:
+        record = runner.run_record(
+            report, settings=settings, output=writers.describe_output(opts.output, fmt),
+            command=["soartc", *sys.argv[1:]], version=__version__,
+        )  # fmt: skip
+        writers.write_text_atomic(record_file, writers.record_json(record))
+    if opts.output is None and report.rows:
+        out = Console(highlight=False)
+        for table in writers.summary_tables(report.rows, job.columns, width=out.width):
+            out.print(table)
+    if not files:
+        console.print("soartc: no image files found in " + ", ".join(opts.inputs))
+    elif not opts.quiet:
+        console.print(
+            f"soartc: {report.processed} of {report.found} images processed"
+            + (f", {len(report.failures)} skipped" if report.failures else "")
+        )
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM ends a run like Ctrl-C: workers stopped, temporary output removed, exit 130."""
+    raise KeyboardInterrupt
+
+
+class _Rate(ProgressColumn):
+    """Images per second."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.1f} images/s")
+
+
+@contextmanager
+def _progress(console: Console, total: int, *, quiet: bool):
+    """Yield the per-outcome callback: a progress bar on a terminal, "skipped" lines always."""
+
+    def skipped(outcome, printer) -> None:
+        if isinstance(outcome, runner.Failure):
+            printer(f"soartc: skipped {one_line(outcome.path)}: {one_line(outcome.error)}")
+
+    if quiet or not console.is_terminal or total == 0:
+        yield lambda outcome: skipped(outcome, lambda line: print(line, file=sys.stderr))
+        return
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+        TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("images", total=total)
+
+        def advance(outcome) -> None:
+            skipped(outcome, progress.console.print)
+            progress.advance(bar)
+
+        yield advance
+
+
+@app.command("compute")
+def compute_command(
+    inputs: Inputs = None,
+    size: Size = 224,
+    patch: Patch = 16,
+    channels: Channels = "luma",
+    invert: Invert = False,
+    datum: Annotated[str, typer.Option(help="Kernel that makes the standard s.")] = "datum",
+    kernels: Annotated[
+        str | None, typer.Option(help='JSON file of extra kernels: {"name": [[...], ...]}.')
+    ] = None,
+    transforms: Annotated[
+        str, typer.Option(help="Transforms or presets: soartc, soart, all (see 'transforms').")
+    ] = "soartc",
+    metrics: Annotated[
+        str, typer.Option(help="Metrics or presets: soart3, soart2022, rt, all.")
+    ] = "soart3",
+    output: Output = None,
+    layout: Layout = "wide",
+    precision: Precision = 7,
+    record: Record = None,
+    maps: Maps = None,
+    workers: Workers = None,
+    shard: Shard = None,
+    strict: Strict = False,
+    quiet: Quiet = False,
+    max_pixels: MaxPixels = 100_000_000,
+    no_recursive: NoRecursive = False,
+) -> int:
+    """SOARTC (convolution) and SOART (rotation) metrics of every patch of every image."""
+    image = _image_settings(size, patch, channels, invert, max_pixels)
+    user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else {}
+    bank = transforms_module.merge_kernels(user)
+    chosen = transforms_module.parse_transforms(transforms, kernels=bank)
+    transforms_module.check_kernels(datum=datum, transforms=chosen, kernels=bank, patch=patch)
+    job = runner.SoartcJob(image, chosen, rt.parse_metrics(metrics), datum, bank)
+    opts = RunOptions(
+        _need_inputs(inputs), output, layout, precision, record, maps, workers, shard, strict,
+        quiet, not no_recursive,
+    )  # fmt: skip
+    return _run(job, opts, runner.job_settings(job))
+
+
 @app.command("attention")
 def attention_command(
+    inputs: Inputs = None,
     seed: Seed = 42,
-    high: Annotated[int, typer.Option(help="Demo: weights are integers drawn from [0, HIGH).")] = 3,
+    high: Annotated[
+        int | None, typer.Option(help="Demo: weights are integers drawn from [0, HIGH). [3]")
+    ] = None,
     dim: Dim = None,
     words: Annotated[
         str | None,
         typer.Option(help="Demo: the input X, rows separated by ';' (e.g. '1,0,1,0;0,1,0,1')."),
     ] = None,
     softmax: Annotated[
-        str,
-        typer.Option(help="Demo: 'row' (standard) or 'global' (the article's code)."),
-    ] = "row",
+        str | None,
+        typer.Option(help="Demo: 'row' (standard) or 'global' (the article's code). [row]"),
+    ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="Demo output: table, json or csv.")
-    ] = "table",
+        str | None, typer.Option("--format", help="Demo output: table, json or csv. [table]")
+    ] = None,
+    norm: Annotated[
+        str, typer.Option(help="Images: 'layer' (standardise each patch) or 'none'.")
+    ] = "layer",
+    weights: Annotated[
+        str, typer.Option(help="Images: 'random', 'identity' or an .npz with W_Q, W_K, W_V.")
+    ] = "random",
+    size: Size = 224,
+    patch: Patch = 16,
+    channels: Channels = "luma",
+    invert: Invert = False,
+    output: Output = None,
+    layout: Layout = "wide",
+    precision: Precision = 7,
+    record: Record = None,
+    maps: Maps = None,
+    workers: Workers = None,
+    shard: Shard = None,
+    strict: Strict = False,
+    quiet: Quiet = False,
+    max_pixels: MaxPixels = 100_000_000,
+    no_recursive: NoRecursive = False,
 ) -> int:
-    """Scaled dot-product attention: the seed article's demo (no inputs)."""
-    attention.check_choice(fmt, name="--format", choices=("table", "json", "csv"))
+    """Scaled dot-product attention: the seed article's demo, or over the patches of images.
+
+    Without inputs: the seed demo (--seed, --high, --dim, --words, --softmax, --format).
+    With inputs: per-patch 'received' and 'entropy' of every image, written like 'compute'.
+    """
+    if not inputs:
+        return _demo(seed, high, dim, words, softmax, fmt)
+    demo_only = {"--high": high, "--words": words, "--softmax": softmax, "--format": fmt}
+    given = [name for name, value in demo_only.items() if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only for the seed demo (no image inputs)")
+    image = _image_settings(size, patch, channels, invert, max_pixels)
+    k = (3 if channels == "rgb" else 1) * patch * patch
+    d = 64 if dim is None else dim
+    job = runner.AttentionJob(
+        image,
+        attention.check_choice(norm, name="--norm", choices=attention.NORMS),
+        _weights(weights, k=k, dim=d, seed=seed),
+    )
+    opts = RunOptions(
+        inputs, output, layout, precision, record, maps, workers, shard, strict, quiet,
+        not no_recursive,
+    )  # fmt: skip
+    source = weights if weights in attention.WEIGHT_MODES else os.path.abspath(weights)
+    return _run(job, opts, runner.job_settings(job, weights_source=source, seed=seed))
+
+
+def _demo(seed, high, dim, words, softmax, fmt) -> int:
+    """The seed demo: compute, then render as a table, JSON or CSV."""
+    fmt = attention.check_choice(fmt or "table", name="--format", choices=("table", "json", "csv"))
     x = attention.parse_words(words) if words is not None else attention.SEED_WORDS
+    high = 3 if high is None else high
     d = 3 if dim is None else dim
-    result = attention.seed_demo(x, seed=seed, high=high, dim=d, softmax=softmax)
+    result = attention.seed_demo(x, seed=seed, high=high, dim=d, softmax=softmax or "row")
     if fmt == "json":
         settings = {"seed": seed, "high": high, "dim": d}
         sys.stdout.write(writers.demo_json(result, settings=settings))
@@ -136,11 +415,64 @@ def attention_command(
         out = Console(highlight=False)
         out.print(writers.demo_header(result))
         out.print(Columns(writers.demo_tables(result), padding=(0, 2)))
-        if softmax == "row":
+        if result.softmax == "row":
             error_console().print(
                 "hint: the article's printed probs and attention come from --softmax global"
             )
     return EXIT_OK
+
+
+def _weights(spec: str, *, k: int, dim: int, seed: int) -> attention.Weights:
+    """``--weights``: random, identity, or the arrays of an .npz file (shapes checked)."""
+    if spec == "random":
+        return attention.random_weights(k, dim=dim, seed=seed)
+    if spec == "identity":
+        return attention.identity_weights(k)
+    try:
+        with open(spec, "rb") as f, np.load(f, allow_pickle=False) as arrays:
+            return attention.check_weights(dict(arrays), k=k)
+    except FileNotFoundError:
+        raise UsageError(f"--weights: no such file {spec!r} (or use random, identity)") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"--weights: cannot read {spec}: {exc}") from None
+
+
+@app.command("transforms")
+def transforms_command(
+    kernels: Annotated[
+        str | None, typer.Option(help="Also list the kernels of this JSON file.")
+    ] = None,
+) -> int:
+    """List every transform and kernel (with its values), the presets and the metrics."""
+    user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else {}
+    out = Console(highlight=False)
+    for item in writers.transform_listing(transforms_module.merge_kernels(user), set(user)):
+        out.print(item)
+    return EXIT_OK
+
+
+@app.command("merge")
+def merge_command(
+    parts: Annotated[list[str], typer.Argument(help="Shard outputs, in shard order.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The joined file ('-': stdout).")],
+) -> int:
+    """Join shard outputs (CSV with one header, or JSON Lines) and their run records."""
+    writers.merge_outputs(parts, output, command=["soartc", *sys.argv[1:]])
+    return EXIT_OK
+
+
+def _need_inputs(inputs: list[str] | None) -> list[str]:
+    if not inputs:
+        raise UsageError("give at least one image file or directory (or '-' to read stdin)")
+    return inputs
+
+
+def _read_text(path: str, option: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option}: cannot read {path}: {exc}") from None
 
 
 def run(argv: list[str] | None = None) -> Any:
