@@ -178,6 +178,7 @@ def _worker_main(conn, task: Task) -> None:
     """Worker loop: receive ``(index, file)``, send back the outcome; ``None`` ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for everyone
     tune_malloc()
+    conn.send(_READY)
     while True:
         try:
             item = conn.recv()
@@ -187,6 +188,13 @@ def _worker_main(conn, task: Task) -> None:
             return
         index, file = item
         conn.send(process_image(index, file, task))
+
+
+_READY = "ready"
+
+
+class WorkerStartError(SoartcError):
+    """A worker process died before it could take any image (for example a broken install)."""
 
 
 class _Worker:
@@ -199,6 +207,7 @@ class _Worker:
         child.close()
         self.conn = parent
         self.busy: deque[tuple[int, ImageFile]] = deque()
+        self.ready = False
 
     def send(self, index: int, file: ImageFile) -> None:
         self.conn.send((index, file))
@@ -218,8 +227,12 @@ class _Worker:
 
 def _context():
     """A start method that does not copy the parent's threads or BLAS state: forkserver or spawn."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # The server imports the pipeline once; each worker is a fork of it, ready at once.
+        context.set_forkserver_preload(["soartc_cli.runner", "soartc_cli.features"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _prepare_environment() -> None:
@@ -302,17 +315,27 @@ def run_images(
 def _collect(worker: _Worker, done: dict[int, Outcome], queue: deque, context, task: Task):
     """Take what ``worker`` has sent; replace it when it died. Returns the worker to keep."""
     try:
-        while worker.busy and worker.conn.poll():
-            outcome = worker.conn.recv()
+        while worker.conn.poll():
+            message = worker.conn.recv()
+            if message == _READY:
+                worker.ready = True
+                continue
             worker.busy.popleft()
-            done[outcome.index] = outcome
+            done[message.index] = message
     except (EOFError, OSError):
         pass
-    if worker.process.is_alive() or not worker.busy:
-        if not worker.process.is_alive():
-            worker.stop(kill=True)
-            return _Worker(context, task)
+    alive = worker.process.is_alive()  # asked once: the answer may change between two calls
+    if not worker.ready and not alive:
+        worker.stop(kill=True)
+        raise WorkerStartError(
+            f"a worker process could not start (exit code {worker.process.exitcode}); "
+            "try --workers 1"
+        )
+    if alive:
         return worker
+    if not worker.busy:
+        worker.stop(kill=True)
+        return _Worker(context, task)
     worker.process.join()
     index, file = worker.busy.popleft()
     code = worker.process.exitcode
