@@ -69,6 +69,8 @@ class SoartcGroup(typer.core.TyperGroup):
             if getattr(exc, "ctx", None) is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
             code = fail(exc.format_message() + hint, exc.exit_code)
+        except runner.Interrupted as exc:
+            code = fail(str(exc), EXIT_INTERRUPTED)
         except runner.StrictStop as exc:
             code = fail(str(exc), EXIT_FAILED)
         except UsageError as exc:
@@ -77,8 +79,6 @@ class SoartcGroup(typer.core.TyperGroup):
             code = fail(str(exc), EXIT_FAILED)
         except SoartcError as exc:
             code = fail(str(exc), EXIT_FAILED)
-        except runner.Interrupted as exc:
-            code = fail(str(exc), EXIT_INTERRUPTED)
         except (KeyboardInterrupt, _Abort):
             code = fail("interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:

@@ -152,7 +152,7 @@ def process_image(index: int, file: ImageFile, task: Task) -> Outcome:
             from soartc_cli import maps
 
             picture = maps.render_map(
-                loaded.pixels, values, grid=grid, channels=columns.channels or ("",),
+                loaded.pixels, values, grid=grid, channels=columns.channels or (settings.channels,),
                 transforms=columns.transforms, metrics=columns.metrics, title=file.path,
             )  # fmt: skip
             maps.write_map(picture, task.maps_dir, file.path)

@@ -1,0 +1,346 @@
+"""`soartc compute` end to end: layouts, awkward names, broken files, exit codes, scale features."""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from soartc_cli.cli import app
+from soartc_cli.features import soartc_features
+from soartc_cli.imageio import load_image
+from soartc_cli.patches import patch_names
+from soartc_cli.rt import METRICS
+from soartc_cli.transforms import TRANSFORM_PRESETS
+
+runner = CliRunner()
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def _photo(path, seed, size=(96, 64), mode="RGB"):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    base = np.stack([x * 2.0, y * 3.0, (x + y) * 1.0], axis=-1) % 256
+    noise = rng.normal(0, 12, base.shape)
+    pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "cats").mkdir(parents=True)
+    (root / "dogs").mkdir()
+    _photo(root / "cats" / "a.png", 1)
+    _photo(root / "cats" / "b.jpg", 2)
+    _photo(root / "dogs" / "c.png", 3, size=(64, 96))
+    _photo(root / "top.bmp", 4)
+    return root
+
+
+def _rows(text):
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def test_wide_csv_to_stdout_has_the_spec_columns_and_the_core_values(folder):
+    result = invoke("compute", folder, "--size", 32, "--patch", 8, "-o", "-", "--precision", 17,
+                    "--workers", 1)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = _rows(result.stdout)
+    names = patch_names(4, 4)
+    soartc = TRANSFORM_PRESETS["soartc"]
+    want = ["path", "label", "width", "height"] + [
+        f"{t}.{m}.{p}" for t in soartc for m in ("beta", "delta", "distance") for p in names
+    ]
+    assert rows[0] == want
+    assert [r[:4] for r in rows[1:]] == [
+        ["cats/a.png", "cats", "96", "64"],
+        ["cats/b.jpg", "cats", "96", "64"],
+        ["dogs/c.png", "dogs", "64", "96"],
+        ["top.bmp", "", "96", "64"],
+    ]
+    pixels = load_image(folder / "dogs" / "c.png", size=32, patch=8).pixels
+    values = soartc_features(pixels, patch=8)
+    np.testing.assert_array_equal(np.array(rows[3][4:], dtype=float), values.ravel())
+
+
+def test_every_layout_and_rgb_columns(folder):
+    base = ["compute", folder / "cats" / "a.png", "--size", 16, "--patch", 8, "-o", "-"]
+    long = _rows(invoke(*base, "--layout", "long", "--metrics", "rt").stdout)
+    assert long[0] == ["path", "label", "patch", "row", "col", "transform", "beta", "noise"]
+    assert len(long) == 1 + 4 * 6
+    # a file named directly keeps its path as given, and has no label
+    assert long[1][:6] == [str(folder / "cats" / "a.png"), "", "r00c00", "0", "0", "bend1"]
+    rgb = _rows(invoke(*base, "--channels", "rgb", "--transforms", "rot90").stdout)
+    assert rgb[0][4] == "R.rot90.beta.r00c00"
+    assert rgb[0][-1] == "B.rot90.distance.r01c01"
+    assert len(rgb[0]) == 4 + 3 * 3 * 4
+    summary = _rows(
+        invoke(*base, "--layout", "summary", "--channels", "rgb", "--metrics", "soart2022").stdout
+    )
+    stats = [f"{m}_{s}" for m in ("beta", "vol", "shear") for s in ("mean", "std", "min", "max")]
+    assert summary[0] == ["path", "label", "channel", "transform", *stats]
+    assert [r[2] for r in summary[1:]] == ["R"] * 6 + ["G"] * 6 + ["B"] * 6
+
+
+def test_metrics_and_transforms_presets_set_the_column_order(folder):
+    result = invoke("compute", folder / "top.bmp", "--size", 16, "--patch", 16, "-o", "-",
+                    "--transforms", "rot180,line2,soart", "--metrics", "all")  # fmt: skip
+    header = _rows(result.stdout)[0]
+    transforms = list(dict.fromkeys(c.split(".")[0] for c in header[4:]))
+    assert transforms == ["rot180", "line2", "rot90", "rot270"]
+    assert [c.split(".")[1] for c in header[4:10]] == list(METRICS)
+
+
+def _make_broken_files(root):
+    """Every kind of broken file issue 3 names, made here."""
+    good = root / "good.png"
+    _photo(good, 9)
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.jpg").write_text("this is not a JPEG\n")
+    jpeg = io.BytesIO()
+    Image.open(good).save(jpeg, "JPEG")
+    (root / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    png = good.read_bytes()
+    (root / "truncated.png").write_bytes(png[: len(png) // 2])
+    corrupt = bytearray(png)
+    start = png.index(b"IDAT") + 8
+    corrupt[start : start + 40] = bytes(40)
+    (root / "corrupt.png").write_bytes(bytes(corrupt))
+    (root / "huge.png").write_bytes(_png_header(40000, 40000))
+    os.symlink(root / "nowhere.png", root / "dangling.png")
+    return good
+
+
+def _png_header(width, height):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_broken_files_are_skipped_named_and_recorded(tmp_path):
+    root = tmp_path / "mixed"
+    root.mkdir()
+    _make_broken_files(root)
+    out = tmp_path / "out.csv"
+    result = invoke("compute", root, "-o", out, "--size", 32, "--patch", 8, "--workers", 1)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("soartc: skipped")]
+    broken = {"corrupt.png", "dangling.png", "empty.png", "huge.png", "text.jpg",
+              "truncated.jpg", "truncated.png"}  # fmt: skip
+    assert {line.split()[2].rstrip(":") for line in skipped} == broken
+    assert all(len(line.split(": ", 2)[2]) > 3 for line in skipped)  # a reason each
+    rows = _rows(out.read_text(encoding="utf-8"))
+    assert [r[0] for r in rows[1:]] == ["good.png"]
+    record = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert record["counts"] == {"found": 8, "processed": 1, "failed": 7}
+    assert {f["path"] for f in record["failures"]} == broken
+    assert "40000" in next(f["error"] for f in record["failures"] if f["path"] == "huge.png")
+
+
+def test_strict_writes_no_output(tmp_path):
+    root = tmp_path / "mixed"
+    root.mkdir()
+    _make_broken_files(root)
+    out = tmp_path / "out.csv"
+    result = invoke("compute", root, "-o", out, "--strict", "--workers", 1)
+    assert result.exit_code == 1
+    assert "--strict" in result.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [root]
+
+
+AWKWARD_NAMES = ["a,b.png", 'say "hi".png', "two\nlines.png", "猫の写真.png", "=cmd.png"]
+
+
+def test_awkward_file_names_round_trip(tmp_path):
+    root = tmp_path / "names"
+    (root / "ラベル").mkdir(parents=True)
+    for i, name in enumerate(AWKWARD_NAMES):
+        _photo(root / name, i)
+    _photo(root / "ラベル" / "x.png", 7)
+    raw = os.path.join(os.fsencode(root), b"bad\xff.png")
+    _photo(raw.decode("utf-8", "surrogateescape"), 8)
+    out = tmp_path / "out.csv"
+    result = invoke("compute", root, "-o", out, "--size", 16, "--patch", 8, "--workers", 1)
+    assert result.exit_code == 0, result.stderr
+    with open(out, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    got = {(r[0], r[1]) for r in rows[1:]}
+    want = {(n, "") for n in AWKWARD_NAMES} | {("ラベル/x.png", "ラベル"), ("bad\\xff.png", "")}
+    assert got == want
+    assert all(len(r) == len(rows[0]) for r in rows)
+    jsonl = tmp_path / "out.jsonl"
+    invoke("compute", root, "-o", jsonl, "--size", 16, "--patch", 8, "--workers", 1)
+    paths = {json.loads(line)["path"] for line in jsonl.read_text(encoding="utf-8").splitlines()}
+    assert paths == {p for p, _ in want}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "224", "--patch", "15"], "not a multiple of 15"),
+        (["--transforms", "bend9"], "bend9"),
+        (["--metrics", "speed"], "speed"),
+        (["--channels", "cmyk"], "--channels"),
+        (["--layout", "tall", "-o", "-"], "--layout"),
+        (["--workers", "0"], "--workers"),
+        (["--shard", "3/2"], "shard"),
+        (["--datum", "rot90"], "datum"),
+        (["--kernels", "/no/such.json"], "--kernels"),
+        (["--precision", "40", "-o", "-"], "--precision"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(folder, args, message):
+    result = invoke("compute", folder, *args)
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("soartc: error: "), result.stderr
+    assert message in lines[0]
+    assert result.stdout == ""
+
+
+def test_missing_input_is_a_usage_error_and_empty_folder_exits_1(tmp_path):
+    missing = invoke("compute", tmp_path / "nope")
+    assert missing.exit_code == 2
+    assert "nope" in missing.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("compute", empty, "-o", tmp_path / "out.csv")
+    assert result.exit_code == 1
+    assert "no image files found" in result.stderr
+    assert (tmp_path / "out.csv").read_text().startswith("path,label,width,height,")
+
+
+def test_user_kernels_and_the_transforms_listing(folder, tmp_path):
+    kernels = tmp_path / "k.json"
+    kernels.write_text(json.dumps({"centre": [[0, 0, 0], [0, 1, 0], [0, 0, 0]],
+                                   "box3": [[1, 1, 1], [1, 1, 1], [1, 1, 1]]}))  # fmt: skip
+    result = invoke("compute", folder / "top.bmp", "--kernels", kernels, "--datum", "centre",
+                    "--transforms", "centre,box3", "--metrics", "rt", "-o", "-", "--size", 16,
+                    "--patch", 8)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    # the delta kernel as both datum and part: β = 1 and no noise, in every patch
+    assert {rows[0][f"centre.beta.{p}"] for p in patch_names(2, 2)} == {"1"}
+    assert {rows[0][f"centre.noise.{p}"] for p in patch_names(2, 2)} == {"0"}
+    listing = invoke("transforms", "--kernels", kernels)
+    assert listing.exit_code == 0
+    for name in ("bend1", "line2", "datum_h", "datum_v", "datum", "rot90", "flip_ud", "box3"):
+        assert name in listing.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"even": [[1, 1], [1, 1]]}')
+    result = invoke("compute", folder, "--kernels", bad)
+    assert result.exit_code == 2
+    assert "even" in result.stderr
+
+
+def test_terminal_tables_fit_100_columns(folder):
+    result = runner.invoke(app, ["compute", str(folder), "--workers", "1"], terminal_width=100)
+    assert result.exit_code == 0
+    assert "beta" in result.stdout and "cats/a.png" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 100
+
+
+# --- scale: workers, shards, interrupts ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    root = tmp_path_factory.mktemp("many")
+    for i in range(24):
+        sub = root / f"part{i % 3}"
+        sub.mkdir(exist_ok=True)
+        _photo(sub / f"p{i:03d}.jpg", i, size=(80 + i, 60))
+    (root / "part1" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    return root
+
+
+def _run(*args, **kwargs):
+    cmd = [sys.executable, "-m", "soartc_cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
+
+
+def test_output_is_byte_identical_for_1_2_3_workers(many, tmp_path):
+    outputs = []
+    for workers in (1, 2, 3):
+        out = tmp_path / f"w{workers}.csv"
+        proc = _run("compute", many, "-o", out, "--workers", workers, "--size", 32, "--patch", 8)
+        assert proc.returncode == 1  # the broken file
+        assert proc.stderr.count("soartc: skipped") == 1
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0].count(b"\n") == 1 + 24
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 7])
+def test_shards_concatenate_to_the_whole(many, tmp_path, count):
+    whole = tmp_path / "whole.csv"
+    invoke("compute", many, "-o", whole, "--workers", 1, "--size", 16, "--patch", 8)
+    parts = []
+    for i in range(count):
+        part = tmp_path / f"part{i}.csv"
+        invoke("compute", many, "-o", part, "--shard", f"{i}/{count}", "--workers", 1,
+               "--size", 16, "--patch", 8)  # fmt: skip
+        parts.append(part)
+    body = [p.read_text(encoding="utf-8").split("\n", 1) for p in parts]
+    assert len({head for head, _ in body}) == 1
+    assert body[0][0] + "\n" + "".join(rest for _, rest in body) == whole.read_text("utf-8")
+    merged = tmp_path / "merged.csv"
+    result = invoke("merge", *parts, "-o", merged)
+    assert result.exit_code == 0, result.stderr
+    assert merged.read_bytes() == whole.read_bytes()
+    record = json.loads((tmp_path / "merged.csv.meta.json").read_text())
+    assert record["counts"] == {"found": 25, "processed": 24, "failed": 1}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_nothing_and_exits_130(tmp_path, sig):
+    root = tmp_path / "big"
+    root.mkdir()
+    for i in range(40):
+        _photo(root / f"i{i:03d}.png", i, size=(640, 480))
+    out = tmp_path / "out" / "res.csv"
+    out.parent.mkdir()
+    cmd = [sys.executable, "-m", "soartc_cli", "compute", str(root), "-o", str(out), "--workers",
+           "2", "--transforms", "all", "--metrics", "all", "--size", "448"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until rows are being written
+        parts = list(out.parent.glob(".res.csv.*.part"))
+        if parts and parts[0].read_bytes().count(b"\n") >= 3:  # the header and two rows
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the run never started writing")
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert list(out.parent.iterdir()) == []
+    assert stderr.strip().startswith("soartc: error: interrupted after ")
+    done = int(stderr.split("interrupted after ")[1].split()[0])
+    assert 2 <= done < 40
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
