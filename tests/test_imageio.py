@@ -1,0 +1,667 @@
+"""Tests of soartc_cli.imageio: decoding every mode, fitting, and every way a file can be bad.
+
+Each image is written by the test into tmp_path (or memory) and compared with an independent
+numpy computation of the SPEC §2.3–2.5 formulas.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import os
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+from PIL import Image, ImageFile
+
+from soartc_cli.errors import InputError, UsageError
+from soartc_cli.imageio import (
+    LoadedImage,
+    check_geometry,
+    decode,
+    fit,
+    load_image,
+    to_array,
+)
+
+# float32 arithmetic against float64 references: a few float32 ulps of values in [0, 1].
+TOL = {"rtol": 0, "atol": 2e-6}
+
+
+# --- independent references ------------------------------------------------------------------
+
+
+def ref_luma(rgb: np.ndarray) -> np.ndarray:
+    """SPEC §2.4 in float64: Y = 0.299 R + 0.587 G + 0.114 B on channels / 255."""
+    rgb = rgb[..., :3].astype(np.float64) / 255.0
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def bilinear_weights(in_size: int, out_size: int, lo: float, hi: float) -> np.ndarray:
+    """(out_size, in_size) weights of Pillow's bilinear resampling of the interval [lo, hi).
+
+    A plain loop over Pillow's published algorithm (Resample.c ``precompute_coeffs``): a
+    triangle filter of support 1, widened by the scale when shrinking, centred on each output
+    pixel's centre, cut to the image, normalised to sum 1.
+    """
+    scale = (hi - lo) / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale
+    weights = np.zeros((out_size, in_size))
+    for out in range(out_size):
+        center = lo + (out + 0.5) * scale
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), in_size)
+        for x in range(first, last):
+            distance = abs((x - center + 0.5) / filterscale)
+            weights[out, x] = max(0.0, 1.0 - distance)
+        total = weights[out].sum()
+        if total:
+            weights[out] /= total
+    return weights
+
+
+def plain_fit(plane: np.ndarray, size: int) -> np.ndarray:
+    """SPEC §2.5 for one (h, w) channel in float64: the centred square, bilinear, to size×size."""
+    height, width = plane.shape
+    side = min(width, height)
+    rows = bilinear_weights(height, size, (height - side) / 2, (height + side) / 2)
+    cols = bilinear_weights(width, size, (width - side) / 2, (width + side) / 2)
+    return rows @ plane.astype(np.float64) @ cols.T
+
+
+def spec_fit(plane: np.ndarray, size: int) -> np.ndarray:
+    """SPEC §2.5 written literally: Pillow's resize of a mode F image with the centred box."""
+    height, width = plane.shape
+    side = min(width, height)
+    box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+    image = Image.fromarray(plane.astype(np.float32), mode="F")
+    return np.asarray(image.resize((size, size), Image.BILINEAR, box=box))
+
+
+def native(path, **options) -> np.ndarray:
+    """The (C, H, W) float32 array of a file, before fitting."""
+    return to_array(decode(path), **options)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240601)
+
+
+@pytest.fixture
+def rgb_array(rng) -> np.ndarray:
+    return rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+
+def test_grey_8bit(tmp_path, rng):
+    grey = rng.integers(0, 256, size=(40, 30), dtype=np.uint8)
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey).save(path)
+    out = native(path)
+    assert out.shape == (1, 40, 30) and out.dtype == np.float32
+    assert_allclose(out[0], grey / 255.0, **TOL)
+
+
+def test_rgb_luma_is_float_not_pillow_integer_l(tmp_path, rgb_array):
+    path = tmp_path / "rgb.png"
+    Image.fromarray(rgb_array).save(path)
+    out = native(path)[0]
+    assert_allclose(out, ref_luma(rgb_array), **TOL)
+    rounded = np.asarray(Image.fromarray(rgb_array).convert("L")) / 255.0
+    assert np.abs(out - rounded).max() > 1e-3  # Pillow's rounded "L" is not what the spec asks
+
+
+def test_rgba_alpha_dropped_not_composited(tmp_path, rgb_array, rng):
+    rgba = np.dstack([rgb_array, rng.integers(0, 256, size=rgb_array.shape[:2], dtype=np.uint8)])
+    rgba[0, 0] = (200, 100, 50, 0)  # fully transparent, but the colour counts
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    out = native(path)[0]
+    assert_allclose(out, ref_luma(rgba[..., :3]), **TOL)
+    assert out[0, 0] == pytest.approx((0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255, abs=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif"])
+def test_palette_with_transparency(tmp_path, rng, suffix, recwarn):
+    palette = rng.integers(0, 256, size=(16, 3), dtype=np.uint8)
+    indices = rng.integers(0, 16, size=(20, 24), dtype=np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette.ravel().tolist())
+    path = tmp_path / f"palette{suffix}"
+    if suffix == ".png":  # several alpha values: transparency "expressed in bytes"
+        image.save(path, transparency=bytes(range(0, 256, 16)))
+    else:
+        image.save(path, transparency=3)
+    assert Image.open(path).mode == "P"
+    out = native(path)[0]
+    assert_allclose(out, ref_luma(palette[indices]), **TOL)
+    assert not [w for w in recwarn if "Transparency" in str(w.message)]
+
+
+def test_cmyk_jpeg_converted_by_pillow(tmp_path, rng):
+    cmyk = rng.integers(0, 256, size=(32, 32, 4), dtype=np.uint8)
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(cmyk, mode="CMYK").save(path, quality=95)
+    with Image.open(path) as stored:
+        assert stored.mode == "CMYK"
+        rgb = np.asarray(stored.convert("RGB"))
+    assert_allclose(native(path)[0], ref_luma(rgb), **TOL)
+
+
+def test_one_bit(tmp_path, rng):
+    bits = rng.random((17, 23)) > 0.5
+    path = tmp_path / "bits.png"
+    Image.fromarray(bits).save(path)
+    assert Image.open(path).mode == "1"
+    out = native(path)[0]
+    assert_array_equal(out, bits.astype(np.float32))
+
+
+def test_grey_16bit_png(tmp_path, rng):
+    values = rng.integers(0, 65536, size=(30, 20), dtype=np.uint16)
+    values[0, 0], values[0, 1] = 0, 65535
+    path = tmp_path / "grey16.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    out = native(path)[0]
+    assert_allclose(out, values / 65535.0, **TOL)
+    assert out[0, 0] == 0.0 and out[0, 1] == 1.0
+
+
+def test_32bit_integer_clipped(tmp_path):
+    values = np.array([[-5, 0, 100], [65535, 70000, 32768]], dtype=np.int32)
+    path = tmp_path / "int32.tif"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode == "I"
+    out = native(path)[0]
+    assert_allclose(out, np.clip(values / 65535.0, 0, 1), **TOL)
+
+
+def test_float_tiff_used_as_is(tmp_path, rng):
+    values = rng.normal(0.5, 2.0, size=(12, 16)).astype(np.float32)
+    path = tmp_path / "float.tif"
+    Image.fromarray(values, mode="F").save(path)
+    assert Image.open(path).mode == "F"
+    assert_array_equal(native(path)[0], values)  # outside [0, 1] too: "used as is"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_tiff_non_finite_is_input_error(tmp_path, bad):
+    values = np.zeros((16, 16), dtype=np.float32)
+    values[3, 4] = bad
+    path = tmp_path / "nan.tif"
+    Image.fromarray(values, mode="F").save(path)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        load_image(path)
+
+
+def test_grey_alpha(tmp_path, rng):
+    la = rng.integers(0, 256, size=(10, 14, 2), dtype=np.uint8)
+    path = tmp_path / "la.png"
+    Image.fromarray(la, mode="LA").save(path)
+    assert Image.open(path).mode == "LA"
+    assert_allclose(native(path)[0], la[..., 0] / 255.0, **TOL)
+
+
+def test_webp_lossless(tmp_path, rgb_array):
+    path = tmp_path / "image.webp"
+    Image.fromarray(rgb_array).save(path, lossless=True)
+    assert_allclose(native(path)[0], ref_luma(rgb_array), **TOL)
+
+
+def test_animated_gif_first_frame(tmp_path, rng):
+    frames = [rng.integers(0, 256, size=(20, 20), dtype=np.uint8) for _ in range(3)]
+    images = [Image.fromarray(frame).convert("P") for frame in frames]
+    path = tmp_path / "anim.gif"
+    images[0].save(path, save_all=True, append_images=images[1:], duration=50, loop=0)
+    with Image.open(path) as stored:
+        assert stored.n_frames == 3
+        first = ref_luma(np.asarray(stored.convert("RGB")))
+        stored.seek(1)
+        second = ref_luma(np.asarray(stored.convert("RGB")))
+    out = native(path)[0]
+    assert_allclose(out, first, **TOL)
+    assert np.abs(out - second).max() > 0.1
+
+
+def test_multipage_tiff_first_page(tmp_path, rng):
+    pages = [rng.integers(0, 256, size=(16, 24), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path / "pages.tif"
+    images = [Image.fromarray(page) for page in pages]
+    images[0].save(path, save_all=True, append_images=images[1:])
+    assert Image.open(path).n_frames == 3
+    assert_allclose(native(path)[0], pages[0] / 255.0, **TOL)
+
+
+def test_no_unclosed_files(tmp_path, rng):
+    frames = [Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)) for _ in range(2)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "a.tif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "a.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in ("a.gif", "a.tif", "a.png"):
+            load_image(tmp_path / name, size=16)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+# EXIF orientation → how the stored pixels must be turned to stand upright.
+UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1, :],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, k=-1),  # rotate 90° clockwise
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, k=1),  # rotate 90° counter-clockwise
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_exif_orientation_png(tmp_path, rng, orientation):
+    stored = rng.integers(0, 256, size=(20, 32), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "oriented.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    image = decode(path)
+    expected = UPRIGHT[orientation](stored)
+    assert (image.height, image.width) == expected.shape
+    assert_allclose(to_array(image)[0], expected / 255.0, **TOL)
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_rotated_jpeg(tmp_path, rgb_array, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.JPG"
+    Image.fromarray(rgb_array).save(path, quality=95, exif=exif)
+    with Image.open(path) as raw:  # the pixels as stored, without the orientation
+        stored = ref_luma(np.asarray(raw.convert("RGB")))
+    loaded = load_image(path, size=0, patch=16)
+    assert (loaded.width, loaded.height) == (48, 64)  # stored 64 wide, 48 high: swapped
+    assert loaded.pixels.shape == (1, 64, 48)
+    assert_allclose(loaded.pixels[0], UPRIGHT[orientation](stored), **TOL)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_broken_exif_block_is_ignored(tmp_path, rgb_array):
+    path = tmp_path / "odd_exif.jpg"
+    Image.fromarray(rgb_array).save(path, exif=b"Exif\x00\x00MM\x00*garbage")
+    assert load_image(path, size=16).pixels.shape == (1, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["UPPER.PNG", "photo.JPEG", "scan.TIFF", "x.Gif", "y.BMP"])
+def test_upper_case_extensions(tmp_path, rgb_array, name):
+    path = tmp_path / name
+    Image.fromarray(rgb_array).save(
+        path, format=Image.registered_extensions()[os.path.splitext(name)[1].lower()]
+    )
+    assert load_image(path, size=32).pixels.shape == (1, 32, 32)
+
+
+def test_file_object_source(rgb_array):
+    buffer = io.BytesIO()
+    Image.fromarray(rgb_array).save(buffer, format="PNG")
+    buffer.seek(0)
+    loaded = load_image(buffer, size=0)
+    assert_allclose(loaded.pixels[0], ref_luma(rgb_array), **TOL)
+    assert not buffer.closed
+
+
+# --- fit ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size"),
+    [(48, 64, 32), (64, 48, 32), (37, 50, 16), (3, 3, 32), (300, 201, 48), (33, 33, 224)],
+)
+def test_fit_matches_plain_bilinear_and_spec(rng, height, width, size):
+    plane = rng.random((height, width)).astype(np.float32)
+    out = fit(plane[np.newaxis], size=size, patch=16)
+    assert out.shape == (1, size, size) and out.dtype == np.float32
+    assert_allclose(out[0], plain_fit(plane, size), rtol=0, atol=1e-5)
+    assert_array_equal(out[0], spec_fit(plane, size))
+
+
+def test_fit_same_size_is_the_centred_crop(rng):
+    plane = rng.random((3, 40, 32)).astype(np.float32)
+    assert_array_equal(fit(plane, size=32, patch=16), plane[:, 4:36, :])
+
+
+def test_fit_does_not_modify_input(rng):
+    array = rng.random((3, 20, 30)).astype(np.float32)
+    before = array.copy()
+    fit(array, size=16, patch=8)
+    fit(array, size=0, patch=8)
+    assert_array_equal(array, before)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    height=st.integers(1, 60),
+    width=st.integers(1, 60),
+    value=st.floats(0, 1, width=32),
+)
+def test_fit_keeps_a_constant_image_constant(height, width, value):
+    plane = np.full((1, height, width), value, dtype=np.float32)
+    assert_allclose(fit(plane, size=16, patch=4), value, rtol=1e-6, atol=1e-7)
+
+
+def _spy_on_pillow(monkeypatch) -> list[tuple[str, tuple[int, int]]]:
+    """Record the size of every image fit builds or resizes."""
+    seen: list[tuple[str, tuple[int, int]]] = []
+    real_resize, real_fromarray = Image.Image.resize, Image.fromarray
+
+    def resize(self, size, *args, **kwargs):
+        seen.append(("resize-source", self.size))
+        result = real_resize(self, size, *args, **kwargs)
+        seen.append(("resize-result", result.size))
+        return result
+
+    def fromarray(obj, *args, **kwargs):
+        result = real_fromarray(obj, *args, **kwargs)
+        seen.append(("fromarray", result.size))
+        return result
+
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    monkeypatch.setattr(Image, "fromarray", fromarray)
+    return seen
+
+
+@pytest.mark.parametrize("shape", [(20000, 1), (1, 20000)])
+def test_extreme_aspect_ratio_builds_no_big_square(tmp_path, monkeypatch, rng, shape):
+    grey = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    path = tmp_path / "thin.png"
+    Image.fromarray(grey).save(path)
+    seen = _spy_on_pillow(monkeypatch)
+    loaded = load_image(path, size=224)
+    assert (loaded.height, loaded.width) == shape
+    assert loaded.pixels.shape == (1, 224, 224)
+    assert seen, "fit did not go through Pillow's resize"
+    for what, (width, height) in seen:
+        # Nothing bigger than the image itself or the S×S output: never a 20000×20000 square.
+        assert width * height <= max(20000, 224 * 224), (what, width, height)
+    assert_allclose(loaded.pixels[0], plain_fit(grey / 255.0, 224), rtol=0, atol=1e-5)
+
+
+def test_tiny_image(tmp_path):
+    grey = np.array([[0, 128, 255], [10, 20, 30], [255, 255, 0]], dtype=np.uint8)
+    path = tmp_path / "tiny.png"
+    Image.fromarray(grey).save(path)
+    loaded = load_image(path, size=32, patch=16)
+    assert loaded.pixels.shape == (1, 32, 32) and (loaded.width, loaded.height) == (3, 3)
+    assert_allclose(loaded.pixels[0], plain_fit(grey / 255.0, 32), rtol=0, atol=1e-5)
+    with pytest.raises(InputError, match=r"3×3, smaller than one 16×16 patch"):
+        load_image(path, size=0, patch=16)
+    assert_allclose(load_image(path, size=0, patch=3).pixels[0], grey / 255.0, **TOL)
+
+
+def test_all_black(tmp_path):
+    path = tmp_path / "black.jpg"
+    Image.new("RGB", (50, 40)).save(path)
+    assert_array_equal(load_image(path, size=32).pixels, 0.0)
+    assert_array_equal(load_image(path, size=32, invert=True).pixels, 1.0)
+
+
+def test_native_size_crops_to_whole_patches(tmp_path, rng):
+    grey = rng.integers(0, 256, size=(37, 50), dtype=np.uint8)
+    path = tmp_path / "odd.png"
+    Image.fromarray(grey).save(path)
+    loaded = load_image(path, size=0, patch=16)
+    # 37 → 32 rows from (37 − 32)//2 = 2; 50 → 48 columns from (50 − 48)//2 = 1
+    assert loaded.pixels.shape == (1, 32, 48)
+    assert (loaded.width, loaded.height) == (50, 37)
+    assert_allclose(loaded.pixels[0], grey[2:34, 1:49] / 255.0, **TOL)
+
+
+def test_invert_before_fit(tmp_path, rgb_array):
+    path = tmp_path / "rgb.png"
+    Image.fromarray(rgb_array).save(path)
+    plain = load_image(path, size=0).pixels
+    inverted = load_image(path, size=0, invert=True).pixels
+    assert_allclose(inverted, 1.0 - plain, **TOL)
+    fitted = load_image(path, size=32, invert=True).pixels[0]
+    assert_allclose(fitted, plain_fit(1.0 - ref_luma(rgb_array), 32), rtol=0, atol=1e-5)
+
+
+def test_rgb_channels(tmp_path, rgb_array):
+    path = tmp_path / "rgb.png"
+    Image.fromarray(rgb_array).save(path)
+    loaded = load_image(path, size=0, channels="rgb")
+    assert loaded.pixels.shape == (3, 48, 64) and loaded.pixels.flags.c_contiguous
+    assert_allclose(loaded.pixels, rgb_array.transpose(2, 0, 1) / 255.0, **TOL)
+    fitted = load_image(path, size=16, channels="rgb", invert=True).pixels
+    for channel in range(3):
+        expected = plain_fit(1.0 - rgb_array[..., channel] / 255.0, 16)
+        assert_allclose(fitted[channel], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("array", "scale"), [(np.uint8, 255.0), (np.uint16, 65535.0)])
+def test_rgb_channels_of_grey_image_repeat_the_grey(tmp_path, rng, array, scale):
+    grey = rng.integers(0, int(scale) + 1, size=(16, 16)).astype(array)
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey).save(path)
+    pixels = load_image(path, size=0, channels="rgb").pixels
+    assert pixels.shape == (3, 16, 16)
+    for channel in range(3):
+        assert_allclose(pixels[channel], grey / scale, **TOL)
+
+
+def test_loaded_image_record(tmp_path, rgb_array):
+    path = tmp_path / "rgb.jpg"
+    Image.fromarray(rgb_array).save(path)
+    loaded = load_image(path)
+    assert isinstance(loaded, LoadedImage)
+    assert loaded.pixels.shape == (1, 224, 224) and loaded.pixels.dtype == np.float32
+    assert (loaded.width, loaded.height) == (64, 48)
+    assert 0.0 <= loaded.pixels.min() and loaded.pixels.max() <= 1.0
+    with pytest.raises(AttributeError):
+        loaded.width = 3  # frozen
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+
+def test_check_geometry():
+    check_geometry(224, patch=16)
+    check_geometry(0, patch=7)
+    with pytest.raises(UsageError, match="patch must divide size: 224 is not a multiple of 15"):
+        check_geometry(224, patch=15)
+    with pytest.raises(UsageError, match="patch must be a positive whole number, got 0"):
+        check_geometry(224, patch=0)
+    with pytest.raises(UsageError, match=r"size must be 0 .* got -16"):
+        check_geometry(-16, patch=16)
+
+
+def test_bad_parameters_are_usage_errors_before_opening(tmp_path):
+    missing = tmp_path / "does-not-matter.png"
+    with pytest.raises(UsageError, match="channels must be 'luma' or 'rgb', got 'cmyk'"):
+        load_image(missing, channels="cmyk")
+    with pytest.raises(UsageError, match="max_pixels must be a positive whole number, got 0"):
+        load_image(missing, max_pixels=0)
+    with pytest.raises(UsageError, match="not a multiple of 15"):
+        load_image(missing, size=224, patch=15)
+
+
+def test_fit_rejects_a_flat_array():
+    with pytest.raises(ValueError, match=r"array must be \(C, H, W\)"):
+        fit(np.zeros((16, 16), dtype=np.float32), size=16, patch=16)
+
+
+# --- bad files ---------------------------------------------------------------------------------
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+@pytest.fixture
+def png_bytes(rgb_array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb_array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def jpeg_bytes(rgb_array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb_array).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match=r"^empty file$"):
+        load_image(path)
+    with pytest.raises(InputError, match=r"^empty file$"):
+        load_image(io.BytesIO(b""))
+
+
+def test_text_named_jpg(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is not a picture\n")
+    with pytest.raises(InputError, match="not an image"):
+        load_image(path)
+
+
+def test_truncated_jpeg(tmp_path, jpeg_bytes):
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg_bytes[: len(jpeg_bytes) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        load_image(path)
+
+
+def test_truncated_png(tmp_path, png_bytes):
+    path = tmp_path / "cut.png"
+    path.write_bytes(png_bytes[: len(png_bytes) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        load_image(path)
+
+
+def test_corrupt_png_data(tmp_path, png_bytes):
+    data = bytearray(png_bytes)
+    start = data.index(b"IDAT") + 4 + 2  # past the chunk type and the zlib header
+    for offset in range(start, start + 32):
+        data[offset] ^= 0xFF
+    path = tmp_path / "corrupt.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"^corrupt image data"):
+        load_image(path)
+
+
+def test_too_many_pixels_refused_from_the_header(tmp_path, monkeypatch):
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)  # 8-bit grey
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + png_chunk(b"IEND", b"")
+    )
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(
+        InputError,
+        match=r"^image is 40000×40000 = 1600000000 pixels, more than --max-pixels 100000000$",
+    ):
+        load_image(path)
+
+
+def test_max_pixels_boundary(tmp_path):
+    path = tmp_path / "small.png"
+    Image.new("L", (20, 20), 7).save(path)
+    assert load_image(path, size=16, max_pixels=400).width == 20
+    with pytest.raises(InputError, match="20×20 = 400 pixels, more than --max-pixels 399"):
+        load_image(path, size=16, max_pixels=399)
+
+
+def test_pillow_limit_replaced_not_changed(tmp_path, monkeypatch):
+    path = tmp_path / "big-for-pillow.png"
+    Image.new("L", (40, 40), 7).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow alone would refuse 1600 pixels
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(path, size=16).width == 40
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def test_truncated_images_are_never_allowed():
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_broken_symlink(tmp_path):
+    link = tmp_path / "gone.png"
+    link.symlink_to(tmp_path / "missing.png")
+    with pytest.raises(InputError, match=r"^broken symbolic link$"):
+        load_image(link)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(InputError, match=r"^file not found$"):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(InputError, match=r"^is a directory$"):
+        load_image(tmp_path / "folder.png")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_permission_denied(tmp_path, png_bytes):
+    path = tmp_path / "secret.png"
+    path.write_bytes(png_bytes)
+    path.chmod(0)
+    with pytest.raises(InputError, match=r"^permission denied$"):
+        load_image(path)
+
+
+def test_permission_denied_reason(monkeypatch, tmp_path):
+    # Runs as root too: the open itself is made to fail as it would for another user.
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(InputError, match=r"^permission denied$"):
+        load_image(tmp_path / "secret.png")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SyntaxError("broken PNG file"),
+        struct.error("unpack requires a buffer"),
+        zlib.error("Error -3 while decompressing data"),
+        ValueError("tile cannot extend outside image"),
+        IndexError("list index out of range"),
+        MemoryError(),
+        EOFError(),
+    ],
+)
+def test_any_decoder_failure_is_an_input_error(monkeypatch, png_bytes, error):
+    def failing_load(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", failing_load)
+    with pytest.raises(InputError) as caught:
+        load_image(io.BytesIO(png_bytes))
+    assert str(caught.value)  # a short reason, never empty
+    assert caught.value.__cause__ is error
