@@ -321,37 +321,57 @@ def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
 def summary_tables(rows: Sequence[TableRow], columns: Columns, *, width: int = 100) -> list[Table]:
     """Rich tables of per-image means over the patches: one per (channel ×) metric.
 
-    Transforms are the columns; when they do not fit in ``width`` characters they are split over
-    several tables, so the output stays readable in an 80–120 column terminal.
+    Transforms are the columns; as many as fit in ``width`` characters go in one table, the rest
+    in the next, so the output stays readable in an 80–120 column terminal.
     """
-    fixed = 36  # path, label and size columns with their borders
-    per_column = 11
-    fit = max(1, (width - fixed) // per_column)
-    groups = _chunks(list(range(len(columns.transforms))), fit)
     channels = columns.channels or [None]
+    count = len(columns.transforms)
     tables = []
     for c, channel in enumerate(channels):
         for m, metric in enumerate(columns.metrics):
+            needed = -(-count // _transforms_per_table(rows, columns, c, m, width))
+            groups = _chunks(list(range(count)), -(-count // needed))  # balanced: 3 + 3, not 5 + 1
             for part, group in enumerate(groups):
-                title = f"{metric} — mean over patches"
+                title = f"{metric} (mean over patches)"
                 if channel is not None:
                     title = f"channel {channel}: {title}"
                 if len(groups) > 1:
-                    title += f" ({part + 1}/{len(groups)})"
-                table = Table(title=title, title_justify="left", expand=False)
-                table.add_column("path", overflow="fold", min_width=8, max_width=28)
-                table.add_column("label", overflow="fold", max_width=12)
-                table.add_column("size", justify="right", no_wrap=True)
-                for t in group:
-                    table.add_column(columns.transforms[t], justify="right", no_wrap=True)
-                for row in rows:
-                    cells = ["%.4g" % row.means[c, t, m] for t in group]
-                    table.add_row(
-                        _printable(row.path), _printable(row.label), f"{row.width}×{row.height}",
-                        *cells,
-                    )  # fmt: skip
-                tables.append(table)
+                    title += f", part {part + 1} of {len(groups)}"
+                tables.append(_summary_table(rows, columns, c, m, group, title))
     return tables
+
+
+def _summary_table(rows, columns, c, m, group, title) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("path", overflow="fold", min_width=10, max_width=32)
+    table.add_column("label", overflow="fold", max_width=12)
+    table.add_column("size", justify="right", no_wrap=True)
+    for t in group:
+        table.add_column(columns.transforms[t], justify="right", no_wrap=True)
+    for row in rows:
+        cells = ["%.4g" % row.means[c, t, m] for t in group]
+        size = f"{row.width}×{row.height}"
+        table.add_row(_printable(row.path), _printable(row.label), size, *cells)
+    return table
+
+
+def _transforms_per_table(rows, columns, c: int, m: int, width: int) -> int:
+    """The most transforms whose table, as rendered, still fits in ``width`` columns."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=10_000, file=io.StringIO())
+    sample = rows[:50]
+    for fit in range(len(columns.transforms), 1, -1):
+        widest = max(
+            Measurement.get(console, console.options, _summary_table(
+                sample, columns, c, m, range(start, min(start + fit, len(columns.transforms))), ""
+            )).minimum
+            for start in range(0, len(columns.transforms), fit)
+        )  # fmt: skip
+        if widest <= width:
+            return fit
+    return 1
 
 
 def _printable(text: str) -> str:
