@@ -1,0 +1,331 @@
+"""Tests of soartc_cli.discover: walking, order, paths and labels, stdin, shards (SPEC §2, §8)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from soartc_cli.discover import ImageFile, discover, display_path, parse_shard, shard
+from soartc_cli.errors import UsageError
+
+
+def touch(root, relative: str, data: bytes = b"x") -> str:
+    path = os.path.join(root, *relative.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as file:
+        file.write(data)
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path) -> str:
+    """A small ImageFolder-like tree with noise around the images."""
+    root = str(tmp_path / "data")
+    for name in [
+        "a.png",
+        "b.JPG",
+        "notes.txt",
+        "cats/c1.png",
+        "cats/sub/deep.gif",
+        "dogs/d1.jpeg",
+        "dogs/readme.md",
+        ".hidden/x.png",
+        "cats/.secret.png",
+        "cats/.cache/y.png",
+    ]:
+        touch(root, name)
+    return root
+
+
+def paths(files: list[ImageFile]) -> list[str]:
+    return [file.path for file in files]
+
+
+def test_recursive_walk_paths_labels_sources(tree):
+    files = discover([tree])
+    assert paths(files) == [
+        "a.png",
+        "b.JPG",
+        "cats/c1.png",
+        "cats/sub/deep.gif",
+        "dogs/d1.jpeg",
+    ]
+    assert [file.label for file in files] == ["", "", "cats", "cats", "dogs"]
+    for file in files:
+        assert file.source == os.path.join(tree, *file.path.split("/"))
+        assert os.path.isfile(file.source)
+
+
+def test_no_recursive(tree):
+    assert paths(discover([tree], recursive=False)) == ["a.png", "b.JPG"]
+
+
+def test_every_extension_in_any_case(tmp_path):
+    names = ["a.png", "b.jpg", "c.jpeg", "d.bmp", "e.gif", "f.tif", "g.tiff", "h.webp"]
+    names += [name.upper() for name in names] + ["i.JpEg", "j.png.txt", "k.pngx", "png"]
+    for name in names:
+        touch(tmp_path, name)
+    found = paths(discover([str(tmp_path)]))
+    assert found == sorted(name for name in names if name[0] not in "jkp")
+    assert len(found) == 17
+
+
+def test_hidden_files_and_directories_skipped(tree):
+    found = paths(discover([tree]))
+    assert not [path for path in found if "/." in f"/{path}"]
+
+
+def test_hidden_directory_named_directly_is_walked(tree):
+    assert paths(discover([os.path.join(tree, ".hidden")])) == ["x.png"]
+
+
+def test_order_is_by_string_not_by_walk(tmp_path):
+    # Code points: "B" < " " order inside names, and "a b/" sorts before "a-b", "a.", "a/".
+    for name in ["a/x.png", "a.png", "a-b.png", "a b/x.png", "B.png", "Z/z.png", "é.png"]:
+        touch(tmp_path, name)
+    assert paths(discover([str(tmp_path)])) == [
+        "B.png",
+        "Z/z.png",
+        "a b/x.png",
+        "a-b.png",
+        "a.png",
+        "a/x.png",
+        "é.png",
+    ]
+
+
+def test_inputs_keep_their_order_each_sorted(tmp_path):
+    first, second = str(tmp_path / "one"), str(tmp_path / "two")
+    for name in ["z.png", "a.png"]:
+        touch(first, name)
+        touch(second, name)
+    lone = touch(tmp_path, "lone.png")
+    files = discover([second, lone, first])
+    assert paths(files) == ["a.png", "z.png", lone, "a.png", "z.png"]
+    assert [os.path.dirname(file.source) for file in files] == [
+        second,
+        second,
+        str(tmp_path),
+        first,
+        first,
+    ]
+
+
+def test_symlink_loop_terminates(tree):
+    os.symlink(tree, os.path.join(tree, "cats", "loop"))
+    os.symlink("..", os.path.join(tree, "dogs", "up"))
+    found = paths(discover([tree]))
+    assert found == ["a.png", "b.JPG", "cats/c1.png", "cats/sub/deep.gif", "dogs/d1.jpeg"]
+
+
+def test_symlinks_followed(tree, tmp_path):
+    outside = str(tmp_path / "elsewhere")
+    touch(outside, "o.png")
+    os.symlink(outside, os.path.join(tree, "linked"))
+    os.symlink(os.path.join(tree, "dogs"), os.path.join(tree, "puppies"))
+    os.symlink(os.path.join(outside, "o.png"), os.path.join(tree, "alias.png"))
+    files = discover([tree])
+    found = paths(files)
+    assert "linked/o.png" in found and "alias.png" in found
+    # The same directory under two names is listed under both: each name is a label.
+    assert "dogs/d1.jpeg" in found and "puppies/d1.jpeg" in found
+    assert {file.label for file in files if file.path.startswith("puppies/")} == {"puppies"}
+
+
+def test_broken_symlink_with_image_name_is_listed(tree):
+    os.symlink("nowhere.png", os.path.join(tree, "cats", "gone.png"))
+    os.symlink("nowhere.txt", os.path.join(tree, "cats", "gone.txt"))
+    found = paths(discover([tree]))
+    assert "cats/gone.png" in found
+    assert "cats/gone.txt" not in found
+
+
+def test_fifo_is_skipped(tree):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    os.mkfifo(os.path.join(tree, "pipe.png"))
+    assert "pipe.png" not in paths(discover([tree]))
+
+
+def test_files_named_directly(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    files = discover(["cats/c1.png", "notes.txt", "./dogs/d1.jpeg", ".hidden/x.png"])
+    assert paths(files) == ["cats/c1.png", "notes.txt", "./dogs/d1.jpeg", ".hidden/x.png"]
+    assert [file.label for file in files] == ["cats", "", "dogs", ".hidden"]
+    absolute = os.path.join(tree, "cats", "c1.png")
+    above = os.path.join("..", "data", "a.png")
+    assert [(f.path, f.label) for f in discover([absolute, above])] == [
+        (absolute, ""),
+        (above, ""),
+    ]
+
+
+def test_missing_input_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match=r"^input not found: .*nope$"):
+        discover([str(tmp_path / "nope")])
+
+
+def test_unreadable_directory(tree, monkeypatch):
+    real_scandir = os.scandir
+    blocked = os.path.join(tree, "dogs")
+
+    def scandir(path):
+        if os.fspath(path) == blocked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(UsageError, match=r"^/.*/dogs: cannot read directory: Permission denied$"):
+        discover([tree])
+    problems = []
+    found = paths(discover([tree], on_error=lambda path, reason: problems.append((path, reason))))
+    assert found == ["a.png", "b.JPG", "cats/c1.png", "cats/sub/deep.gif"]
+    assert problems == [("dogs", "cannot read directory: Permission denied")]
+    with pytest.raises(UsageError, match=r"cannot read input directory .*dogs: Permission denied"):
+        discover([blocked])
+
+
+def test_stdin_lists_paths(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    stdin = io.StringIO("a.png\n\n   \ncats\r\nnotes.txt")
+    files = discover(["-"], stdin=stdin)
+    # "cats" names a directory: walked, with paths relative to it.
+    assert paths(files) == ["a.png", "c1.png", "sub/deep.gif", "notes.txt"]
+    assert [file.label for file in files] == ["", "", "sub", ""]
+
+
+def test_stdin_between_other_inputs(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    files = discover(["b.JPG", "-", "a.png"], stdin=io.StringIO("dogs/d1.jpeg\n"))
+    assert paths(files) == ["b.JPG", "dogs/d1.jpeg", "a.png"]
+
+
+def test_stdin_missing_path_is_a_usage_error(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    with pytest.raises(UsageError, match=r"input not found: ghost\.png"):
+        discover(["-"], stdin=io.StringIO("a.png\nghost.png\n"))
+
+
+def test_stdin_bytes_and_text_wrapper_keep_non_utf8_names(tmp_path, monkeypatch):
+    raw = os.path.join(os.fsencode(tmp_path), b"bad\xff.png")
+    with open(raw, "wb") as file:
+        file.write(b"x")
+    monkeypatch.chdir(tmp_path)
+    for stream in (
+        io.BytesIO(b"bad\xff.png\n"),
+        io.TextIOWrapper(io.BytesIO(b"bad\xff.png\n"), encoding="utf-8"),  # like sys.stdin
+    ):
+        (file,) = discover(["-"], stdin=stream)
+        assert file.path == "bad\\xff.png"
+        assert os.path.exists(file.source)
+
+
+def test_non_utf8_file_name(tmp_path):
+    folder = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.mkdir(folder)
+    with open(os.path.join(folder, b"bad\xff.png"), "wb") as file:
+        file.write(b"x")
+    (found,) = discover([str(tmp_path)])
+    assert found.path == "caf\\xe9/bad\\xff.png"
+    assert found.label == "caf\\xe9"
+    assert os.fsencode(found.source) == os.path.join(folder, b"bad\xff.png")
+    assert os.path.isfile(found.source)
+    found.path.encode("utf-8")  # printable, writable to a UTF-8 CSV
+
+
+def test_display_path():
+    assert display_path("plain/name.png") == "plain/name.png"
+    assert display_path("猫/ねこ.png") == "猫/ねこ.png"
+    assert display_path(os.fsdecode(b"x\xff\xfe.png")) == "x\\xff\\xfe.png"
+
+
+AWKWARD = ["猫.png", "a,b.png", 'say "hi".png', "line\nbreak.png", "=cmd.png", "tab\there.png"]
+
+
+def test_awkward_names_preserved(tmp_path):
+    for name in AWKWARD:
+        touch(tmp_path, f"クラス/{name}")
+    files = discover([str(tmp_path)])
+    assert paths(files) == sorted(f"クラス/{name}" for name in AWKWARD)
+    assert {file.label for file in files} == {"クラス"}
+    assert all(os.path.isfile(file.source) for file in files)
+
+
+def test_no_stat_per_file(tmp_path, monkeypatch):
+    for index in range(300):
+        touch(tmp_path, f"class{index % 3}/img{index:04d}.png")
+    calls = []
+    real_stat = os.stat
+
+    def counting_stat(*args, **kwargs):
+        calls.append(args[0])
+        return real_stat(*args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    files = discover([str(tmp_path)])
+    assert len(files) == 300
+    assert len(calls) <= 2  # the input itself: directory entries give the rest
+
+
+# --- shards ------------------------------------------------------------------------------------
+
+
+def fake_files(count: int) -> list[ImageFile]:
+    return [ImageFile(source=f"/d/{i}.png", path=f"{i}.png", label="") for i in range(count)]
+
+
+@given(n=st.integers(0, 60), count=st.integers(1, 12))
+def test_shards_concatenate_to_the_whole(n, count):
+    files = fake_files(n)
+    slices = [shard(files, index=index, count=count) for index in range(count)]
+    assert [file for part in slices for file in part] == files
+    for index, part in enumerate(slices):
+        assert part == files[index * n // count : (index + 1) * n // count]
+    sizes = [len(part) for part in slices]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_shard_formula_example():
+    files = fake_files(10)
+    # floor(I·10/3): 0, 3, 6, 10
+    assert [len(shard(files, index=i, count=3)) for i in range(3)] == [3, 3, 4]
+    assert shard(files, index=2, count=3)[0].path == "6.png"
+
+
+@pytest.mark.parametrize(
+    ("index", "count", "message"),
+    [
+        (-1, 4, "shard index must be in 0…3 for 4 shards, got -1"),
+        (4, 4, "shard index must be in 0…3 for 4 shards, got 4"),
+        (0, 0, "shard count must be at least 1, got 0"),
+    ],
+)
+def test_shard_errors(index, count, message):
+    with pytest.raises(UsageError, match=message):
+        shard(fake_files(5), index=index, count=count)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("0/4", (0, 4)), ("3/4", (3, 4)), (" 1 / 2 ", (1, 2)), ("0/1", (0, 1))]
+)
+def test_parse_shard(text, expected):
+    assert parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "1", "a/b", "-1/4", "1/2/3", "1.0/2", "１/２", "1/"])
+def test_parse_shard_bad_text(text):
+    with pytest.raises(UsageError, match="shard must be I/N with 0 ≤ I < N"):
+        parse_shard(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("4/4", "got 4"), ("7/3", "got 7"), ("0/0", "shard count must be at least 1")],
+)
+def test_parse_shard_out_of_range(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_shard(text)
