@@ -47,10 +47,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 #: ITU-R BT.601 luma weights of R, G and B (SPEC §2.4).
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
-# The weights with the 1/255 scale folded in, so that luma is one matrix-vector product.
+# The weights with the 1/255 scale folded in: luma is three multiply-adds on the 8-bit levels.
 _LUMA_PER_LEVEL = (np.asarray(LUMA_WEIGHTS, dtype=np.float64) / 255.0).astype(np.float32)
-# Pixels per block when converting RGB to luma: bounds the float temporary of huge images.
-_LUMA_BLOCK = 1 << 20
 _GREY_8BIT = frozenset({"1", "L", "LA"})
 _GREY_HIGH = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 _RGB_FIRST = frozenset({"RGB", "RGBA", "RGBX"})
@@ -270,23 +268,16 @@ def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return image
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """``(H, W, ≥3)`` uint8 → ``(H, W)`` float32 ``0.299 R + 0.587 G + 0.114 B``, channels / 255."""
-    height, width = rgb.shape[:2]
-    flat = rgb.reshape(height * width, rgb.shape[2])
-    if flat.shape[1] != 3:
-        flat = flat[:, :3]
-    out = np.empty(height * width, dtype=np.float32)
-    for start in range(0, flat.shape[0], _LUMA_BLOCK):
-        stop = start + _LUMA_BLOCK
-        np.matmul(flat[start:stop], _LUMA_PER_LEVEL, out=out[start:stop])
-    return out.reshape(height, width)
-
-
-def _channels_first(values: np.ndarray, *, scale: float) -> np.ndarray:
-    """``(H, W, ≥3)`` → a new C-contiguous ``(3, H, W)`` float32: first three channels / scale."""
-    out = np.empty((3, *values.shape[:2]), dtype=np.float32)
-    np.divide(values[:, :, :3].transpose(2, 0, 1), np.float32(scale), out=out)
+def _luma(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """``(H, W)`` uint8 R, G, B → ``(1, H, W)`` float32 ``(0.299 R + 0.587 G + 0.114 B) / 255``."""
+    weight_r, weight_g, weight_b = _LUMA_PER_LEVEL
+    # Planar multiply-adds on Pillow's separate bands: faster than a (H·W, 3) @ (3,) product
+    # (no BLAS for uint8, and a stride-3 read), and only one float temporary however big.
+    out = np.multiply(red, weight_r, dtype=np.float32)[np.newaxis]
+    term = np.multiply(green, weight_g, dtype=np.float32)
+    out[0] += term
+    np.multiply(blue, weight_b, out=term)
+    out[0] += term
     return out
 
 
@@ -331,10 +322,13 @@ def to_array(image: Image.Image, *, channels: str = "luma") -> np.ndarray:
     _check_channels(channels)
     mode = image.mode
     if mode not in _GREY_8BIT and mode not in _GREY_HIGH and mode != "F":
-        rgb = _as_rgb_levels(image)
-        if channels == "rgb":
-            return _channels_first(rgb, scale=255.0)
-        return _luma(rgb)[np.newaxis]
+        planes = _rgb_planes(image)
+        if channels == "luma":
+            return _luma(*planes)
+        out = np.empty((3, image.height, image.width), dtype=np.float32)
+        for channel, plane in enumerate(planes):
+            np.divide(plane, np.float32(255), out=out[channel])
+        return out
     grey = np.asarray(image)
     if grey.ndim == 3:  # LA: the grey channel, alpha dropped
         grey = grey[:, :, 0]
@@ -355,19 +349,18 @@ def to_array(image: Image.Image, *, channels: str = "luma") -> np.ndarray:
     return out
 
 
-def _as_rgb_levels(image: Image.Image) -> np.ndarray:
-    """``(H, W, 3 or 4)`` uint8 whose first three channels are Pillow's R, G, B of ``image``."""
+def _rgb_planes(image: Image.Image) -> list[np.ndarray]:
+    """Pillow's R, G, B of ``image`` as three ``(H, W)`` uint8 arrays (alpha dropped)."""
     mode = image.mode
-    if mode in _RGB_FIRST:
-        return np.asarray(image)
-    # A palette with transparency goes through RGBA: the same R, G, B as a conversion to RGB,
-    # without Pillow's warning about transparency "expressed in bytes".
-    target = "RGBA" if mode in _PALETTE else "RGB"
-    try:
-        converted = image.convert(target)
-    except ValueError as exc:
-        raise InputError(f"unsupported image mode {mode}") from exc
-    return np.asarray(converted)
+    if mode not in _RGB_FIRST:
+        # A palette with transparency goes through RGBA: the same R, G, B as a conversion to
+        # RGB, without Pillow's warning about transparency "expressed in bytes".
+        target = "RGBA" if mode in _PALETTE else "RGB"
+        try:
+            image = image.convert(target)
+        except ValueError as exc:
+            raise InputError(f"unsupported image mode {mode}") from exc
+    return [np.asarray(band) for band in image.split()[:3]]
 
 
 def fit(array: np.ndarray, *, size: int = 224, patch: int = 16) -> np.ndarray:

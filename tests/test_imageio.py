@@ -158,6 +158,24 @@ def test_cmyk_jpeg_converted_by_pillow(tmp_path, rng):
     assert_allclose(native(path)[0], ref_luma(rgb), **TOL)
 
 
+@pytest.mark.parametrize("mode", ["YCbCr", "HSV", "LAB", "RGBX", "RGBa", "PA"])
+def test_other_colour_modes_go_through_pillows_rgb(rgb_array, mode):
+    image = Image.fromarray(rgb_array).convert("RGBA" if mode in ("RGBa", "PA") else "RGB")
+    if mode == "PA":
+        image = image.convert("P").convert("PA")
+    else:
+        image = image.convert(mode)
+    expected = np.asarray(image.convert("RGBA" if mode == "PA" else "RGB"))
+    assert_allclose(to_array(image)[0], ref_luma(expected), **TOL)
+    rgb = expected[..., :3].transpose(2, 0, 1) / 255.0
+    assert_allclose(to_array(image, channels="rgb"), rgb, **TOL)
+
+
+def test_unconvertible_mode_is_an_input_error():
+    with pytest.raises(InputError, match=r"^unsupported image mode La$"):
+        to_array(Image.new("La", (4, 4)))
+
+
 def test_one_bit(tmp_path, rng):
     bits = rng.random((17, 23)) > 0.5
     path = tmp_path / "bits.png"
