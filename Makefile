@@ -19,7 +19,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/soartc attention --seed 42 --softmax global
+	$(BIN)/soartc compute sample_images/
 
 # pytest exits 5 when it collects no test, which fails make: an empty run is never a pass.
 test: $(VENV)/.installed-test
@@ -29,8 +29,9 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check soartc_cli tests benchmarks
 	$(BIN)/ruff format --check soartc_cli tests benchmarks
 
+# BENCH_ARGS=--quick for a fast sanity run; figures also go to benchmarks/out/last.json.
 bench: $(VENV)/.installed-test
-	@echo "No benchmarks yet."
+	$(BIN)/python benchmarks/bench_pipeline.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -206,7 +206,15 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
     if opts.workers is not None and opts.workers < 1:
         raise UsageError(f"--workers must be at least 1, not {opts.workers}")
     workers = opts.workers or os.cpu_count() or 1
-    files = discover.discover(opts.inputs, recursive=opts.recursive, stdin=sys.stdin)
+    unreadable: list[runner.Failure] = []
+
+    def cannot_read(path: str, reason: str) -> None:
+        unreadable.append(runner.Failure(-1, path, reason))
+        print(f"soartc: skipped {one_line(path)}: {one_line(reason)}", file=sys.stderr)
+
+    files = discover.discover(
+        opts.inputs, recursive=opts.recursive, stdin=sys.stdin, on_error=cannot_read
+    )
     if opts.shard is not None:
         index, count = discover.parse_shard(opts.shard)
         files = discover.shard(files, index=index, count=count)
@@ -227,6 +235,7 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
         if target is not None:
             target.discard()
         raise
+    report.failures[:0] = unreadable  # sub-directories that could not be read count as failures
     if target is not None:
         target.commit()
     record_file = opts.record or (writers.record_path(opts.output) if target else None)

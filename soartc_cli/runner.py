@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +129,14 @@ Outcome = ImageResult | Failure
 
 def process_image(index: int, file: ImageFile, task: Task) -> Outcome:
     """Load, compute, format and draw one image; every error becomes a :class:`Failure`."""
+    with warnings.catch_warnings():
+        # Pillow warns about odd but usable files ("Corrupt EXIF data"): they are used as they
+        # are, and a multi-line warning must not land among the output lines.
+        warnings.simplefilter("ignore")
+        return _process_image(index, file, task)
+
+
+def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
     try:
         settings = task.job.image
         loaded = imageio.load_image(

@@ -344,3 +344,23 @@ def test_interrupt_leaves_nothing_and_exits_130(tmp_path, sig):
     assert 2 <= done < 40
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+def test_an_unreadable_sub_directory_is_skipped_and_counted(folder, tmp_path, monkeypatch):
+    # Root reads every directory, so the refusal is simulated where the walk lists one.
+    real_scandir = os.scandir
+    locked = str(folder / "dogs")
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out.csv"
+    result = invoke("compute", folder, "-o", out, "--workers", 1, "--size", 16, "--patch", 8)
+    assert result.exit_code == 1
+    assert "soartc: skipped dogs: cannot read directory: Permission denied" in result.stderr
+    assert len(out.read_text().splitlines()) == 1 + 3
+    record = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert record["failures"][0]["path"] == "dogs"
