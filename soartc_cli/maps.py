@@ -17,13 +17,14 @@ import functools
 import hashlib
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
+
+from soartc_cli.writers import AtomicFile
 
 __all__ = [
     "NAN_RGB",
@@ -722,16 +723,7 @@ def write_map(image: Image.Image, directory: str | os.PathLike[str], path: str) 
     folder = pathlib.Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / map_filename(path)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".soartc-map-", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # Level 1: flat heat-map colours compress well even so, and it is several times faster.
-            image.save(handle, format="PNG", compress_level=1)
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+    with AtomicFile(target, binary=True) as handle:
+        # Level 1: flat heat-map colours compress well even so, and it is several times faster.
+        image.save(handle.file, format="PNG", compress_level=1)
     return target

@@ -237,19 +237,23 @@ class AtomicFile:
     exception, KeyboardInterrupt included) removes it, so a reader never sees a partial file.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, binary: bool = False) -> None:
         self.path = os.fspath(path)
         directory, name = os.path.split(os.path.abspath(self.path))
         fd, self.temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+        # mkstemp makes the file private (0600); the result gets the usual umask permissions.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.temporary, 0o666 & ~umask)
-        self.file: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        if binary:
+            self.file: IO = os.fdopen(fd, "wb")
+        else:
+            self.file = os.fdopen(fd, "w", encoding="utf-8", newline="")
         self.done = False
 
-    def write(self, text: str) -> None:
-        """Append ``text``."""
-        self.file.write(text)
+    def write(self, data: str | bytes) -> None:
+        """Append ``data`` (bytes for a binary file)."""
+        self.file.write(data)
 
     def commit(self) -> None:
         """Close the temporary file and rename it to the target path."""
