@@ -130,17 +130,28 @@ Inputs = Annotated[
     list[str] | None,
     typer.Argument(
         help="Image files and/or directories (walked recursively); '-' reads paths from stdin.",
+        metavar="PATH",
         show_default=False,
     ),
 ]
 Size = Annotated[
-    int, typer.Option(help="Fit: centred square resized to SIZE×SIZE; 0 keeps the native size.")
+    int,
+    typer.Option(
+        help="Fit: centred square resized to SIZE×SIZE; 0 keeps the native size.", metavar="SIZE"
+    ),
 ]
-Patch = Annotated[int, typer.Option(help="Patch side P; SIZE must be a multiple of it.")]
-Channels = Annotated[str, typer.Option(help="'luma' (one grey channel) or 'rgb' (R, G, B).")]
+Patch = Annotated[
+    int, typer.Option(help="Patch side P; SIZE must be a multiple of it.", metavar="P")
+]
+Channels = Annotated[
+    str, typer.Option(help="'luma' (one grey channel) or 'rgb' (R, G, B).", metavar="luma|rgb")
+]
 Invert = Annotated[bool, typer.Option("--invert", help="Use 1 − v (dark objects on light).")]
 MaxPixels = Annotated[
-    int, typer.Option(help="Refuse images with more pixels than this (checked from the header).")
+    int,
+    typer.Option(
+        help="Refuse images with more pixels than this (checked from the header).", metavar="N"
+    ),
 ]
 NoRecursive = Annotated[
     bool, typer.Option("--no-recursive", help="Only the top level of each directory.")
@@ -148,30 +159,45 @@ NoRecursive = Annotated[
 Output = Annotated[
     str | None,
     typer.Option(
-        "--output", "-o", help="Write CSV (or JSON Lines for *.jsonl) to FILE; '-' is stdout."
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write CSV (or JSON Lines for *.jsonl) to FILE; '-' is stdout.",
     ),
 ]
-Layout = Annotated[str, typer.Option(help="CSV layout: wide, long or summary.")]
-Precision = Annotated[int, typer.Option(help="Significant digits of the numbers written.")]
+Layout = Annotated[
+    str, typer.Option(help="CSV layout: wide, long or summary.", metavar="wide|long|summary")
+]
+Precision = Annotated[
+    int, typer.Option(help="Significant digits of the numbers written.", metavar="N")
+]
 Record = Annotated[
     str | None,
-    typer.Option(help="Where the run record goes (default: OUTPUT.meta.json next to -o FILE)."),
+    typer.Option(
+        help="Where the run record goes (default: OUTPUT.meta.json next to -o FILE).",
+        metavar="FILE",
+    ),
 ]
 Maps = Annotated[
-    str | None, typer.Option(help="Write one heat-map PNG per image into this directory.")
+    str | None,
+    typer.Option(help="Write one heat-map PNG per image into this directory.", metavar="DIR"),
 ]
 Workers = Annotated[
-    int | None, typer.Option(help="Worker processes (default: the CPU count; 1 = in-process).")
+    int | None,
+    typer.Option(help="Worker processes (default: the CPU count; 1 = in-process).", metavar="N"),
 ]
 Shard = Annotated[
-    str | None, typer.Option(help="Process only slice I of N of the sorted file list ('I/N').")
+    str | None,
+    typer.Option(help="Process only slice I of N of the sorted file list ('I/N').", metavar="I/N"),
 ]
 Strict = Annotated[bool, typer.Option("--strict", help="Stop at the first unusable file.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-Seed = Annotated[int, typer.Option(help="Random seed of the weights.")]
+Seed = Annotated[int, typer.Option(help="Random seed of the weights.", metavar="SEED")]
 Dim = Annotated[
     int | None,
-    typer.Option(help="Width d of the projections (default 3 for the demo, 64 for images)."),
+    typer.Option(
+        metavar="D", help="Width d of the projections (default 3 for the demo, 64 for images)."
+    ),
 ]
 
 
@@ -304,15 +330,21 @@ def compute_command(
     patch: Patch = 16,
     channels: Channels = "luma",
     invert: Invert = False,
-    datum: Annotated[str, typer.Option(help="Kernel that makes the standard s.")] = "datum",
+    datum: Annotated[
+        str, typer.Option(help="Kernel that makes the standard s.", metavar="NAME")
+    ] = "datum",
     kernels: Annotated[
-        str | None, typer.Option(help='JSON file of extra kernels: {"name": [[...], ...]}.')
+        str | None,
+        typer.Option(help='JSON file of extra kernels: {"name": [[...], ...]}.', metavar="FILE"),
     ] = None,
     transforms: Annotated[
-        str, typer.Option(help="Transforms or presets: soartc, soart, all (see 'transforms').")
+        str,
+        typer.Option(
+            help="Transforms or presets: soartc, soart, all (see 'transforms').", metavar="NAMES"
+        ),
     ] = "soartc",
     metrics: Annotated[
-        str, typer.Option(help="Metrics or presets: soart3, soart2022, rt, all.")
+        str, typer.Option(help="Metrics or presets: soart3, soart2022, rt, all.", metavar="NAMES")
     ] = "soart3",
     output: Output = None,
     layout: Layout = "wide",
@@ -345,25 +377,39 @@ def attention_command(
     inputs: Inputs = None,
     seed: Seed = 42,
     high: Annotated[
-        int | None, typer.Option(help="Demo: weights are integers drawn from [0, HIGH). [3]")
+        int | None,
+        typer.Option(help="Demo: weights are integers drawn from [0, HIGH). [3]", metavar="HIGH"),
     ] = None,
     dim: Dim = None,
     words: Annotated[
         str | None,
-        typer.Option(help="Demo: the input X, rows separated by ';' (e.g. '1,0,1,0;0,1,0,1')."),
+        typer.Option(
+            metavar="ROWS",
+            help="Demo: the input X, rows separated by ';' (e.g. '1,0,1,0;0,1,0,1').",
+        ),
     ] = None,
     softmax: Annotated[
         str | None,
-        typer.Option(help="Demo: 'row' (standard) or 'global' (the article's code). [row]"),
+        typer.Option(
+            help="Demo: 'row' (standard) or 'global' (the article's code). [row]",
+            metavar="row|global",
+        ),
     ] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="Demo output: table, json or csv. [table]")
+        str | None,
+        typer.Option("--format", metavar="table|json|csv", help="Demo output format. [table]"),
     ] = None,
     norm: Annotated[
-        str, typer.Option(help="Images: 'layer' (standardise each patch) or 'none'.")
+        str,
+        typer.Option(
+            help="Images: 'layer' (standardise each patch) or 'none'.", metavar="layer|none"
+        ),
     ] = "layer",
     weights: Annotated[
-        str, typer.Option(help="Images: 'random', 'identity' or an .npz with W_Q, W_K, W_V.")
+        str,
+        typer.Option(
+            help="Images: 'random', 'identity' or an .npz with W_Q, W_K, W_V.", metavar="MODE|FILE"
+        ),
     ] = "random",
     size: Size = 224,
     patch: Patch = 16,
@@ -449,7 +495,7 @@ def _weights(spec: str, *, k: int, dim: int, seed: int) -> attention.Weights:
 @app.command("transforms")
 def transforms_command(
     kernels: Annotated[
-        str | None, typer.Option(help="Also list the kernels of this JSON file.")
+        str | None, typer.Option(help="Also list the kernels of this JSON file.", metavar="FILE")
     ] = None,
 ) -> int:
     """List every transform and kernel (with its values), the presets and the metrics."""
@@ -462,8 +508,12 @@ def transforms_command(
 
 @app.command("merge")
 def merge_command(
-    parts: Annotated[list[str], typer.Argument(help="Shard outputs, in shard order.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="The joined file ('-': stdout).")],
+    parts: Annotated[
+        list[str], typer.Argument(metavar="PART", help="Shard outputs, in shard order.")
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", metavar="FILE", help="The joined file ('-': stdout).")
+    ],
 ) -> int:
     """Join shard outputs (CSV with one header, or JSON Lines) and their run records."""
     writers.merge_outputs(parts, output, command=["soartc", *sys.argv[1:]])
