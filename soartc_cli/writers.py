@@ -348,7 +348,7 @@ def summary_tables(rows: Sequence[TableRow], columns: Columns, *, width: int = 1
 def _summary_table(rows, columns, c, m, group, title) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("path", overflow="fold", min_width=10, max_width=32)
-    table.add_column("label", overflow="fold", max_width=12)
+    table.add_column("label", overflow="fold", max_width=20)
     table.add_column("size", justify="right", no_wrap=True)
     for t in group:
         table.add_column(columns.transforms[t], justify="right", no_wrap=True)
