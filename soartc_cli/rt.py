@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from soartc_cli.errors import UsageError
+from soartc_cli.names import parse_names
 
 __all__ = ["METRICS", "METRIC_PRESETS", "parse_metrics", "soart_compare"]
 
@@ -48,25 +49,7 @@ def parse_metrics(spec: str) -> tuple[str, ...]:
     UsageError
         On an empty value or item, or an unknown name; the message lists the valid names.
     """
-    if not isinstance(spec, str):
-        raise UsageError(f"metrics must be a comma-separated string, got {spec!r}")
-    names = [item.strip() for item in spec.split(",")]
-    if names == [""]:
-        raise UsageError("metrics is empty: give at least one name")
-    if "" in names:
-        raise UsageError(f"metrics has an empty name in {spec!r}: remove the extra comma")
-    unknown = [name for name in names if name not in METRIC_PRESETS and name not in METRICS]
-    if unknown:
-        listed = ", ".join(repr(name) for name in dict.fromkeys(unknown))
-        raise UsageError(
-            f"unknown metrics {listed}; valid names: {', '.join(METRICS)}; "
-            f"presets: {', '.join(METRIC_PRESETS)}"
-        )
-    chosen: dict[str, None] = {}
-    for name in names:
-        for item in METRIC_PRESETS.get(name, (name,)):
-            chosen.setdefault(item, None)
-    return tuple(chosen)
+    return parse_names(spec, option="metrics", presets=METRIC_PRESETS, valid=METRICS)
 
 
 def check_metrics(metrics: Sequence[str] | str) -> tuple[str, ...]:

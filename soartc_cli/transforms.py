@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from soartc_cli.errors import UsageError
+from soartc_cli.names import parse_names
 
 __all__ = [
     "KERNELS",
@@ -154,40 +155,6 @@ def merge_kernels(user: Mapping[str, np.ndarray] | None = None) -> dict[str, np.
     return merged
 
 
-def _split_names(spec: str, *, option: str) -> list[str]:
-    """Comma-separated names, stripped; UsageError on an empty list or an empty item."""
-    if not isinstance(spec, str):
-        raise UsageError(f"{option} must be a comma-separated string, got {spec!r}")
-    names = [item.strip() for item in spec.split(",")]
-    if names == [""]:
-        raise UsageError(f"{option} is empty: give at least one name")
-    if "" in names:
-        raise UsageError(f"{option} has an empty name in {spec!r}: remove the extra comma")
-    return names
-
-
-def _expand(
-    names: Sequence[str],
-    *,
-    presets: Mapping[str, Sequence[str]],
-    valid: Sequence[str],
-    option: str,
-) -> tuple[str, ...]:
-    """Expand presets, keep order, drop repeats (first wins), reject unknown names."""
-    unknown = [name for name in names if name not in presets and name not in valid]
-    if unknown:
-        listed = ", ".join(repr(name) for name in dict.fromkeys(unknown))
-        raise UsageError(
-            f"unknown {option} {listed}; valid names: {', '.join(valid)}; "
-            f"presets: {', '.join(presets)}"
-        )
-    chosen: dict[str, None] = {}
-    for name in names:
-        for item in presets.get(name, (name,)):
-            chosen.setdefault(item, None)
-    return tuple(chosen)
-
-
 def parse_transforms(spec: str, *, kernels: Mapping[str, np.ndarray] = KERNELS) -> tuple[str, ...]:
     """Parse a ``--transforms`` value into transform names.
 
@@ -210,9 +177,8 @@ def parse_transforms(spec: str, *, kernels: Mapping[str, np.ndarray] = KERNELS) 
         On an empty value or item, or names that are neither a kernel, a rotation nor a preset;
         the message lists the valid names.
     """
-    names = _split_names(spec, option="transforms")
     valid = [*kernels, *(name for name in ROTATIONS if name not in kernels)]
-    return _expand(names, presets=TRANSFORM_PRESETS, valid=valid, option="transforms")
+    return parse_names(spec, option="transforms", presets=TRANSFORM_PRESETS, valid=valid)
 
 
 def _kernel_from_json(name: str, value: object) -> np.ndarray:
