@@ -8,7 +8,6 @@ Library users who import ``soartc_cli`` in a notebook are not affected: only the
 """
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -43,7 +42,7 @@ def tune_malloc() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the C library the interpreter already uses
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False

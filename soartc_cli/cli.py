@@ -10,28 +10,20 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import zipfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
-from rich.columns import Columns
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from soartc_cli import __version__, attention, discover, imageio, rt, runner, writers
 from soartc_cli import transforms as transforms_module
 from soartc_cli.errors import InputError, SoartcError, UsageError
+
+if TYPE_CHECKING:  # rich is imported when something is shown: start-up time counts in batch jobs
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -43,7 +35,22 @@ _Abort = typer.Abort
 
 def error_console() -> Console:
     """The stderr console: progress, warnings and errors (data goes to stdout)."""
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def note(line: str) -> None:
+    """One line on stderr (rich is not needed for that, and costs start-up time)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def output_console() -> Console:
+    """The stdout console for tables."""
+    from rich.console import Console
+
+    return Console(highlight=False)
 
 
 def one_line(text: str) -> str:
@@ -247,12 +254,18 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
     task = runner.Task(job, fmt, opts.maps)
     if opts.maps is not None:
         os.makedirs(opts.maps, exist_ok=True)
-    console = error_console()
+    show_progress = not opts.quiet and sys.stderr.isatty()
     signal.signal(signal.SIGTERM, _interrupt)
-    target = writers.AtomicFile(opts.output) if opts.output not in (None, "-") else None
-    sink = target.file if target is not None else (sys.stdout if opts.output == "-" else None)
+    target = (
+        writers.AtomicFile(opts.output, binary=True) if opts.output not in (None, "-") else None
+    )
+    if opts.output == "-":
+        sys.stdout.flush()
+    sink = (
+        target.file if target is not None else (sys.stdout.buffer if opts.output == "-" else None)
+    )
     try:
-        with _progress(console, len(files), quiet=opts.quiet) as on_outcome:
+        with _progress(len(files), show=show_progress) as on_outcome:
             report = runner.run_job(
                 files, task, sink=sink, workers=min(workers, max(1, len(files))),
                 strict=opts.strict, on_outcome=on_outcome,
@@ -272,13 +285,13 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
         )  # fmt: skip
         writers.write_text_atomic(record_file, writers.record_json(record))
     if opts.output is None and report.rows:
-        out = Console(highlight=False)
+        out = output_console()
         for table in writers.summary_tables(report.rows, job.columns, width=out.width):
             out.print(table)
     if not files:
-        console.print("soartc: no image files found in " + ", ".join(opts.inputs))
+        note("soartc: no image files found in " + ", ".join(opts.inputs))
     elif not opts.quiet:
-        console.print(
+        note(
             f"soartc: {report.processed} of {report.found} images processed"
             + (f", {len(report.failures)} skipped" if report.failures else "")
         )
@@ -290,35 +303,49 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-class _Rate(ProgressColumn):
-    """Images per second."""
-
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:.1f} images/s")
-
-
 @contextmanager
-def _progress(console: Console, total: int, *, quiet: bool):
-    """Yield the per-outcome callback: a progress bar on a terminal, "skipped" lines always."""
+def _progress(total: int, *, show: bool):
+    """Yield the per-outcome callback: a progress bar on a terminal, "skipped" lines always.
+
+    The bar is refreshed from the callback, not by a thread of its own, so that worker processes
+    can be forked from a single-threaded process.
+    """
 
     def skipped(outcome, printer) -> None:
         if isinstance(outcome, runner.Failure):
             printer(f"soartc: skipped {one_line(outcome.path)}: {one_line(outcome.error)}")
 
-    if quiet or not console.is_terminal or total == 0:
-        yield lambda outcome: skipped(outcome, lambda line: print(line, file=sys.stderr))
+    if not show or total == 0:
+        yield lambda outcome: skipped(outcome, note)
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-        TimeRemainingColumn(),
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TaskProgressColumn(), TimeRemainingColumn(),
     )  # fmt: skip
-    with Progress(*columns, console=console, transient=True) as progress:
-        bar = progress.add_task("images", total=total)
+    console = error_console()
+    with Progress(*columns, console=console, transient=True, auto_refresh=False) as progress:
+        bar = progress.add_task("images", total=total, rate="")
+        last = 0.0
 
         def advance(outcome) -> None:
+            nonlocal last
             skipped(outcome, progress.console.print)
             progress.advance(bar)
+            now = time.monotonic()
+            if now - last > 0.1 or progress.tasks[0].completed == total:
+                speed = progress.tasks[0].speed
+                progress.update(bar, rate="" if speed is None else f"{speed:.1f} images/s")
+                progress.refresh()
+                last = now
 
         yield advance
 
@@ -467,8 +494,10 @@ def _demo(seed, high, dim, words, softmax, fmt) -> int:
     elif fmt == "csv":
         sys.stdout.write(writers.demo_csv(result))
     else:
-        out = Console(highlight=False)
+        out = output_console()
         out.print(writers.demo_header(result))
+        from rich.columns import Columns
+
         out.print(Columns(writers.demo_tables(result), padding=(0, 2)))
         if result.softmax == "row":
             error_console().print(
@@ -483,12 +512,14 @@ def _weights(spec: str, *, k: int, dim: int, seed: int) -> attention.Weights:
         return attention.random_weights(k, dim=dim, seed=seed)
     if spec == "identity":
         return attention.identity_weights(k)
+    import zipfile  # numpy reads .npz files with it
+
     try:
         with open(spec, "rb") as f, np.load(f, allow_pickle=False) as arrays:
             return attention.check_weights(dict(arrays), k=k)
     except FileNotFoundError:
         raise UsageError(f"--weights: no such file {spec!r} (or use random, identity)") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UsageError(f"--weights: cannot read {spec}: {exc}") from None
 
 
@@ -500,7 +531,7 @@ def transforms_command(
 ) -> int:
     """List every transform and kernel (with its values), the presets and the metrics."""
     user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else {}
-    out = Console(highlight=False)
+    out = output_console()
     for item in writers.transform_listing(transforms_module.merge_kernels(user), set(user)):
         out.print(item)
     return EXIT_OK

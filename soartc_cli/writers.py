@@ -6,6 +6,7 @@ Rich tables are built here and printed by ``cli``; nothing here writes to the te
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -13,13 +14,15 @@ import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-from rich.table import Table
 
 from soartc_cli.attention import DemoResult
 from soartc_cli.errors import UsageError
+
+if TYPE_CHECKING:  # rich is imported when a table is built, not at start-up
+    from rich.table import Table
 
 # ---------------------------------------------------------------------------------------------
 # The seed demo
@@ -53,6 +56,8 @@ def demo_header(result: DemoResult) -> str:
 
 def demo_tables(result: DemoResult) -> list[Table]:
     """One rich table per matrix, in the article's order."""
+    from rich.table import Table
+
     tables = []
     for name, matrix in result.matrices().items():
         rows, cols = matrix.shape
@@ -217,12 +222,18 @@ def _json_number(text: str) -> str:
     return text if text[-1].isdigit() else "null"
 
 
+@functools.lru_cache(maxsize=16)
+def _json_keys(columns: Columns, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``'"name": '`` of every wide column, made once per layout (names need no escaping)."""
+    return tuple(f'"{key}": ' for key in wide_columns(columns, names))
+
+
 def _json_line(num, columns, path, label, width, height, names, values) -> str:
-    keys = wide_columns(columns, names)
+    keys = _json_keys(columns, tuple(names))
     flat = values.ravel().tolist()
     texts = ((("\x00" + num) * len(flat)) % tuple(flat)).split("\x00")[1:]
     head = {"path": path, "label": label, "width": width, "height": height}
-    body = ", ".join(f'"{k}": {_json_number(v)}' for k, v in zip(keys, texts, strict=True))
+    body = ", ".join(k + _json_number(v) for k, v in zip(keys, texts, strict=True))
     return json.dumps(head, ensure_ascii=False)[:-1] + ", " + body + "}\n"
 
 
@@ -346,6 +357,8 @@ def summary_tables(rows: Sequence[TableRow], columns: Columns, *, width: int = 1
 
 
 def _summary_table(rows, columns, c, m, group, title) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     table.add_column("path", overflow="fold", min_width=10, max_width=32)
     table.add_column("label", overflow="fold", max_width=20)
@@ -528,6 +541,8 @@ def _kernel_text(kernel: np.ndarray) -> str:
 
 def transform_listing(bank: dict[str, np.ndarray], user: set[str]) -> list[Table]:
     """Tables of the kernels (with their values), the rotations, the presets and the metrics."""
+    from rich.table import Table
+
     from soartc_cli.rt import METRIC_PRESETS, METRICS
     from soartc_cli.transforms import ROTATIONS, TRANSFORM_PRESETS
 

@@ -73,8 +73,8 @@ def test_a_worker_crash_loses_only_its_image(folder):
     assert set(failed) == {"b/broken.png", "b/white.png"}
     assert "worker process crashed" in failed["b/white.png"]
     assert "signal 9" in failed["b/white.png"]
-    good = [o.text for o in outcomes if isinstance(o, runner.ImageResult)]
-    want = [o.text for o in runner.run_images(files, runner.Task(JOB, CSV)) if o.path in
+    good = [o.data for o in outcomes if isinstance(o, runner.ImageResult)]
+    want = [o.data for o in runner.run_images(files, runner.Task(JOB, CSV)) if o.path in
             {g.path for g in outcomes if isinstance(g, runner.ImageResult)}]  # fmt: skip
     assert good == want
     assert len(good) == len(files) - 2
@@ -84,7 +84,7 @@ def test_run_job_streams_header_then_rows_and_counts(folder, tmp_path):
     files = discover([str(folder)])
     out = tmp_path / "out.csv"
     seen = []
-    with open(out, "w", encoding="utf-8", newline="") as sink:
+    with open(out, "wb") as sink:
         report = runner.run_job(files, runner.Task(JOB, CSV), sink=sink, on_outcome=seen.append)
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("path,label,width,height,bend1.beta.r00c00,")
@@ -107,14 +107,14 @@ def test_size_zero_wide_layout_skips_images_whose_grid_differs(folder):
     )
     import io
 
-    sink = io.StringIO()
+    sink = io.BytesIO()
     report = runner.run_job(files, runner.Task(job, CSV), sink=sink)
     assert report.failures
     assert all("patch grid" in f.error for f in report.failures)
-    header = sink.getvalue().splitlines()[0].split(",")
+    header = sink.getvalue().decode().splitlines()[0].split(",")
     assert len(header) == 4 + report_grid_cells(files[0])
     long_report = runner.run_job(
-        files, runner.Task(job, writers.OutputFormat("csv", "long")), sink=io.StringIO()
+        files, runner.Task(job, writers.OutputFormat("csv", "long")), sink=io.BytesIO()
     )
     assert not long_report.failures
 
