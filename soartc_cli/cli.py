@@ -65,10 +65,16 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+#: The arguments of the running command, for the run record's command line.
+_ARGV: list[str] = []
+
+
 class SoartcGroup(typer.core.TyperGroup):
     """Typer's group, with every usage error or soartc error turned into one line and exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        global _ARGV
+        _ARGV = list(sys.argv[1:] if args is None else args)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _ClickException as exc:
@@ -281,7 +287,7 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
     if record_file is not None:
         record = runner.run_record(
             report, settings=settings, output=writers.describe_output(opts.output, fmt),
-            command=["soartc", *sys.argv[1:]], version=__version__,
+            command=["soartc", *_ARGV], version=__version__,
         )  # fmt: skip
         writers.write_text_atomic(record_file, writers.record_json(record))
     if opts.output is None and report.rows:
@@ -547,7 +553,7 @@ def merge_command(
     ],
 ) -> int:
     """Join shard outputs (CSV with one header, or JSON Lines) and their run records."""
-    writers.merge_outputs(parts, output, command=["soartc", *sys.argv[1:]])
+    writers.merge_outputs(parts, output, command=["soartc", *_ARGV])
     return EXIT_OK
 
 

@@ -364,3 +364,41 @@ def test_an_unreadable_sub_directory_is_skipped_and_counted(folder, tmp_path, mo
     assert len(out.read_text().splitlines()) == 1 + 3
     record = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert record["failures"][0]["path"] == "dogs"
+
+
+def test_paths_from_standard_input(folder):
+    paths = f"{folder / 'cats' / 'a.png'}\n\n{folder / 'top.bmp'}\n"
+    result = runner.invoke(app, ["compute", "-", "-o", "-", "--size", "16", "--patch", "8",
+                                 "--workers", "1"], input=paths)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = _rows(result.stdout)
+    assert [r[0] for r in rows[1:]] == [str(folder / "cats" / "a.png"), str(folder / "top.bmp")]
+
+
+def test_record_goes_where_asked_with_stdout_output(folder, tmp_path):
+    record = tmp_path / "run.json"
+    result = invoke("compute", folder, "-o", "-", "--record", record, "--size", 16, "--patch", 8,
+                    "--workers", 1, "--metrics", "rt")  # fmt: skip
+    assert result.exit_code == 0
+    data = json.loads(record.read_text())
+    assert data["counts"] == {"found": 4, "processed": 4, "failed": 0}
+    assert data["settings"]["metrics"] == ["beta", "noise"]
+    assert data["settings"]["datum"]["kernel"][2] == [1, 1, 1, 1, 1]
+    assert data["output"] == {"file": "-", "format": "csv", "layout": "wide", "precision": 7}
+    assert data["command"] == [
+        "soartc",
+        "compute",
+        str(folder),
+        "-o",
+        "-",
+        "--record",
+        str(record),
+        "--size",
+        "16",
+        "--patch",
+        "8",
+        "--workers",
+        "1",
+        "--metrics",
+        "rt",
+    ]
