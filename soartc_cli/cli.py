@@ -260,6 +260,7 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
     task = runner.Task(job, fmt, opts.maps)
     if opts.maps is not None:
         os.makedirs(opts.maps, exist_ok=True)
+        _warn_map_collisions(files)
     show_progress = not opts.quiet and sys.stderr.isatty()
     signal.signal(signal.SIGTERM, _interrupt)
     target = (
@@ -302,6 +303,21 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
             + (f", {len(report.failures)} skipped" if report.failures else "")
         )
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _warn_map_collisions(files: list[discover.ImageFile]) -> None:
+    """Say when two images would get the same picture name (``a.jpg`` and ``a.png``)."""
+    from soartc_cli.maps import map_filename
+
+    seen: dict[str, str] = {}
+    for file in files:
+        name = map_filename(file.path)
+        if name in seen:
+            note(
+                f"soartc: warning: --maps: {one_line(seen[name])} and {one_line(file.path)} "
+                f"both draw {name}; the later one is kept"
+            )
+        seen[name] = file.path
 
 
 def _interrupt(signum, frame) -> None:

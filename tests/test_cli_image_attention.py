@@ -143,3 +143,15 @@ def test_maps_are_written_for_every_image(folder, tmp_path, command):
                            transforms=transforms, metrics=metrics)  # fmt: skip
     with Image.open(out / "x__one.png") as picture:
         assert picture.size == (expected.width, expected.height)
+
+
+def test_maps_name_collisions_are_announced(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    _photo(root / "a.jpg", 1)
+    _photo(root / "a.png", 2)
+    result = invoke("compute", root, "--maps", tmp_path / "maps", "--size", 16, "--patch", 8,
+                    "--workers", 1, "-o", tmp_path / "out.csv")  # fmt: skip
+    assert result.exit_code == 0
+    assert "a.jpg and a.png both draw a.png" in result.stderr
+    assert [p.name for p in (tmp_path / "maps").iterdir()] == ["a.png"]
