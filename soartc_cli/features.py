@@ -8,12 +8,13 @@ channels and transforms at once; the plain per-patch loop it must agree with liv
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from soartc_cli.errors import InputError, UsageError
 from soartc_cli.patches import patch_grid
-from soartc_cli.rt import METRIC_PRESETS, _compare, check_metrics
+from soartc_cli.rt import METRIC_PRESETS, _compare, _finish, check_metrics
 from soartc_cli.transforms import KERNELS, ROTATIONS, TRANSFORM_PRESETS, check_kernels
 
 __all__ = ["soartc_features"]
@@ -21,8 +22,95 @@ __all__ = ["soartc_features"]
 #: Pixels (all channels) of the patches handled in one pass: bounds the temporaries for large
 #: native-size images, while a 224 × 224 × 3 image is one pass.
 CHUNK_PIXELS = 1 << 18
-#: Columns of one im2col block: small enough for the block to stay in the L2 cache.
-BLOCK_COLUMNS = 4096
+#: Columns of one matrix product at most: bounds the blocks read by one product on large chunks.
+BLOCK_COLUMNS = 8192
+#: Plans kept by :func:`_plan` (one per distinct set of arguments; the CLI uses one).
+PLAN_CACHE_SIZE = 16
+
+
+class _Plan(NamedTuple):
+    """What :func:`soartc_features` derives from its arguments alone, checked and cached."""
+
+    metrics: tuple[str, ...]
+    parts: list[int]  # transform columns computed by kernels
+    turns: list[int]  # transform columns computed by rotations
+    weights: np.ndarray | None  # (K, a * b) distinct kernels, the datum first, read-only
+    shape: tuple[int, int]  # (a, b) of the kernels
+    part_rows: list[int]  # row of ``weights`` of each part
+    part_slice: slice | None  # ``part_rows`` as a slice when they are consecutive
+    parts_slice: slice | None  # ``parts`` as a slice when they are consecutive
+    turns_slice: slice | None  # ``turns`` as a slice when they are consecutive
+
+
+_PLANS: dict[tuple, _Plan] = {}
+
+
+def _as_slice(indices: list[int]) -> slice | None:
+    """``indices`` as a slice when they are consecutive and increasing, else None."""
+    if indices and indices == list(range(indices[0], indices[0] + len(indices))):
+        return slice(indices[0], indices[0] + len(indices))
+    return None
+
+
+def _plan_key(patch, transforms, datum, metrics, kernels) -> tuple:
+    """A hashable key that determines the plan: names, and the values of every used kernel."""
+    used = [name for name in transforms if name in kernels]
+    arrays = []
+    for name in dict.fromkeys([datum, *used]):
+        if kernels[name] is KERNELS.get(name):
+            arrays.append((name, "built-in"))  # read-only: its values cannot change
+            continue
+        kernel = np.asarray(kernels[name])
+        if kernel.dtype.kind not in "biuf":
+            raise TypeError  # not cached: check_kernels reports it
+        arrays.append((name, kernel.dtype.str, kernel.shape, kernel.tobytes()))
+    membership = tuple(name in kernels for name in transforms)
+    return (type(patch), patch, transforms, membership, datum, metrics, tuple(arrays))
+
+
+def _plan(patch, transforms, datum, metrics, kernels) -> _Plan:
+    """Check the arguments and derive the plan; cached on names and kernel values.
+
+    A cache hit skips the checks: the key holds everything they depend on (the patch and its
+    type, the names, which transforms are kernels, and the dtype, shape and bytes of every
+    kernel used), so a kernel that changes under the same name is a different key.
+    """
+    try:
+        key = _plan_key(patch, transforms, datum, metrics, kernels)
+        plan = _PLANS.get(key)
+    except Exception:  # unhashable or odd arguments: the checks below report them
+        key = plan = None
+    if plan is not None:
+        return plan
+    metrics = check_metrics(metrics)
+    check_kernels(datum=datum, transforms=transforms, kernels=kernels, patch=patch)
+    parts = [t for t, name in enumerate(transforms) if name in kernels]
+    turns = [t for t, name in enumerate(transforms) if name not in kernels]
+    weights, shape, part_rows = None, (0, 0), []
+    if parts:
+        # Each distinct kernel once, the datum first: one product serves s and every m.
+        names = list(dict.fromkeys([datum, *(transforms[t] for t in parts)]))
+        stack = np.stack([np.asarray(kernels[name], dtype=np.float64) for name in names])
+        shape = stack.shape[1:]
+        weights = np.ascontiguousarray(stack.reshape(len(names), -1))
+        weights.flags.writeable = False
+        part_rows = [names.index(transforms[t]) for t in parts]
+    plan = _Plan(
+        metrics=metrics,
+        parts=parts,
+        turns=turns,
+        weights=weights,
+        shape=shape,
+        part_rows=part_rows,
+        part_slice=_as_slice(part_rows),
+        parts_slice=_as_slice(parts),
+        turns_slice=_as_slice(turns),
+    )
+    if key is not None:
+        if len(_PLANS) >= PLAN_CACHE_SIZE:
+            _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
+        _PLANS[key] = plan
+    return plan
 
 
 def _patches_last(image: np.ndarray, *, patch: int, first: int, stop: int) -> np.ndarray:
@@ -45,52 +133,60 @@ def _patches_last(image: np.ndarray, *, patch: int, first: int, stop: int) -> np
     return out.reshape(channels, patch, patch, -1)
 
 
-def _correlate(patches: np.ndarray, stack: np.ndarray) -> np.ndarray:
+def _correlate(patches: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Correlate each patch with each kernel, "valid", inside the patch only.
 
     Parameters
     ----------
     patches : (C, P, P, n) ndarray of float64, C-contiguous
         Patches along the last axis (see :func:`_patches_last`).
-    stack : (K, a, b) ndarray of float64
-        Kernels of one shape, at most P × P.
+    weights : (K, a * b) ndarray of float64
+        Kernels of one shape ``(a, b)``, at most P × P, flattened row-major.
+    shape : (int, int)
+        The kernels' shape ``(a, b)``.
 
     Returns
     -------
     (K, C, (P - a + 1) * (P - b + 1), n) ndarray of float64
-        ``out[k, c, :, j]`` is ``scipy.signal.correlate2d(patch, stack[k], mode="valid")``
+        ``out[k, c, :, j]`` is ``scipy.signal.correlate2d(patch, kernel_k, mode="valid")``
         of patch ``j`` of channel ``c``, flattened row-major.
 
     Notes
     -----
-    ``(x ⋆ K)[u, v] = Σ_{i, j} x[u + i, v + j] K[i, j]``. Computed as float64 matrix products
-    of the ``(K, a·b)`` stacked kernels with im2col blocks ``(a·b, columns)``; in the patches-last
-    layout each block row is a run of contiguous memory, so building a block is a few long
-    copies, and each block stays in cache for its product.
+    ``(x ⋆ K)[u, v] = Σ_{i, j} x[u + i, v + j] K[i, j]``. One copy builds the column shifts
+    ``shifted[c, r, j, v·n + p] = patches[c, r, v + j, p]`` (``b`` shifted copies of the
+    patches: each row ``(r, j)`` is one contiguous run of the patches-last layout). Then the
+    ``a · b`` im2col rows of output row ``u``, ``(i, j) → x[u + i, v + j]``, are rows
+    ``(u + i) · b + j`` of ``shifted[c]``: one contiguous ``(a·b, (P − b + 1)·n)`` block, used
+    in place by one float64 matrix product per output row — no im2col copy at all.
     """
     channels, size, _, count = patches.shape
-    kernels, height, width = stack.shape
+    height, width = shape
+    kernels = weights.shape[0]
     out_h, out_w = size - height + 1, size - width + 1
-    out = np.empty((kernels, channels, out_h, out_w * count))
-    weights = stack.reshape(kernels, height * width)
+    run = out_w * count
+    out = np.empty((kernels, channels, out_h, run))
     stride_c, stride_u, stride_v, stride_n = patches.strides
-    # windows[i, j, c, u, v*count + n] = patches[c, u + i, v + j, n]  (a view)
-    windows = np.lib.stride_tricks.as_strided(
+    view = np.lib.stride_tricks.as_strided(
         patches,
-        shape=(height, width, channels, out_h, out_w * count),
-        strides=(stride_u, stride_v, stride_c, stride_u, stride_n),
+        shape=(channels, size, width, run),
+        strides=(stride_c, stride_u, stride_v, stride_n),
         writeable=False,
     )
-    group = max(1, min(out_h, BLOCK_COLUMNS // (out_w * count)))
-    buffer = np.empty(height * width * group * out_w * count)
+    shifted = np.empty(view.shape)
+    np.copyto(shifted, view)
+    taps = height * width
     for c in range(channels):
-        for u in range(0, out_h, group):
-            rows = min(group, out_h - u)
-            block = buffer[: height * width * rows * out_w * count]
-            block = block.reshape(height, width, rows, out_w * count)
-            np.copyto(block, windows[:, :, c, u : u + rows])
-            target = out[:, c, u : u + rows].reshape(kernels, -1)  # a view: rows are contiguous
-            np.matmul(weights, block.reshape(height * width, -1), out=target)
+        rows = shifted[c].reshape(size * width, run)
+        target = out[:, c]
+        for u in range(out_h):
+            block = rows[u * width : u * width + taps]
+            if run <= BLOCK_COLUMNS:
+                np.matmul(weights, block, out=target[:, u])
+                continue
+            for start in range(0, run, BLOCK_COLUMNS):
+                stop = min(run, start + BLOCK_COLUMNS)
+                np.matmul(weights, block[:, start:stop], out=target[:, u, start:stop])
     return out.reshape(kernels, channels, out_h * out_w, count)
 
 
@@ -155,24 +251,16 @@ def soartc_features(
             "transforms and metrics must be sequences of names; parse option strings with "
             "parse_transforms / parse_metrics"
         )
-    transforms = tuple(transforms)
-    metrics = check_metrics(metrics)
-    check_kernels(datum=datum, transforms=transforms, kernels=kernels, patch=patch)
+    plan = _plan(patch, tuple(transforms), datum, tuple(metrics), kernels)
+    metrics, parts, turns = plan.metrics, plan.parts, plan.turns
     if image.ndim == 2:
         image = image[None]
     rows, cols = patch_grid(image.shape[1:], patch=patch)
     channels = image.shape[0]
 
-    parts = [t for t, name in enumerate(transforms) if name in kernels]
-    turns = [t for t, name in enumerate(transforms) if name not in kernels]
-    if parts:
-        # Each distinct kernel once, the datum first: one product serves s and every m.
-        names = list(dict.fromkeys([datum, *(transforms[t] for t in parts)]))
-        stack = np.stack([np.asarray(kernels[name], dtype=np.float64) for name in names])
-        part_rows = [names.index(transforms[t]) for t in parts]
-
-    # Work in (M, T, C, N): each group's result drops into its transform columns.
-    result = np.empty((len(metrics), len(transforms), channels, rows * cols))
+    # The result in its final (C, T, M, N) layout, written through an (M, T, C, N) view.
+    result = np.empty((channels, len(transforms), len(metrics), rows * cols))
+    by_metric = result.transpose(2, 1, 0, 3)
     step = max(1, CHUNK_PIXELS // (channels * patch * patch * cols))
     for first in range(0, rows, step):
         stop = min(rows, first + step)
@@ -182,12 +270,7 @@ def soartc_features(
         if not np.isfinite(np.add.reduce(x, axis=None)):
             raise InputError("image holds NaN, infinite or overflowing values")
         if parts:
-            corr = _correlate(x, stack)  # (kernels, C, L, n)
-            if part_rows == list(range(1, len(parts) + 1)):
-                measured = corr[1 : len(parts) + 1]  # a view: the usual case
-            else:
-                measured = corr[part_rows]
-            result[:, parts, :, done] = _compare(corr[0], measured, metrics, axis=-2)
+            _kernel_parts(x, plan, by_metric, done)
         if turns:
             count = x.shape[-1]
             standard = x.reshape(channels, patch * patch, count)
@@ -197,6 +280,42 @@ def soartc_features(
                 turned = ROTATIONS[transforms[t]](patch_first)
                 np.copyto(measured[slot], np.moveaxis(turned, 1, -1))
             measured = measured.reshape(len(turns), channels, patch * patch, count)
-            result[:, turns, :, done] = _compare(standard, measured, metrics, axis=-2)
+            if plan.turns_slice is not None:
+                _compare(
+                    standard,
+                    measured,
+                    metrics,
+                    axis=-2,
+                    out=by_metric[:, plan.turns_slice, :, done],
+                )
+            else:
+                by_metric[:, turns, :, done] = _compare(standard, measured, metrics, axis=-2)
 
-    return np.ascontiguousarray(result.transpose(2, 1, 0, 3))
+    return result
+
+
+def _kernel_parts(x: np.ndarray, plan: _Plan, by_metric: np.ndarray, done: slice) -> None:
+    """The metrics of the kernel parts of patches ``x`` into ``by_metric[:, parts, :, done]``.
+
+    ``⟨s, s⟩`` and every ``⟨s, m⟩`` come from one pass over all the correlations, and so do
+    Σs and every Σm; :func:`~soartc_cli.rt._finish` does the rest.
+    """
+    corr = _correlate(x, plan.weights, plan.shape)  # (kernels, C, L, n)
+    standard = corr[0]
+    rows = plan.part_slice if plan.part_slice is not None else plan.part_rows
+    measured = corr[rows]  # a view in the usual case (consecutive rows)
+    dots = np.einsum("kcln,cln->kcn", corr, standard)  # ⟨s, s⟩ and every ⟨s, m⟩
+    sums = None
+    if "delta" in plan.metrics:
+        sums = np.ones(corr.shape[-2]) @ corr  # Σs and every Σm
+    stats = {
+        "ss": dots[0],
+        "sm": dots[rows],
+        "sum_s": None if sums is None else sums[0],
+        "sum_m": None if sums is None else sums[rows],
+    }
+    if plan.parts_slice is not None:
+        target = by_metric[:, plan.parts_slice, :, done]
+        _finish(standard, measured, plan.metrics, -2, out=target, **stats)
+    else:
+        by_metric[:, plan.parts, :, done] = _finish(standard, measured, plan.metrics, -2, **stats)

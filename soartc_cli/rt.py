@@ -165,30 +165,69 @@ def _drop(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
     return shape[:index] + shape[index + 1 :]
 
 
-def _compare(s: np.ndarray, m: np.ndarray, metrics: tuple[str, ...], axis: int = -1) -> np.ndarray:
+def _compare(
+    s: np.ndarray,
+    m: np.ndarray,
+    metrics: tuple[str, ...],
+    axis: int = -1,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """:func:`soart_compare` on validated float64 arrays, the values along ``axis``.
 
     ``axis`` is -1 (rows of ``k`` values, the public layout) or -2: ``(..., k, n)`` arrays,
     the layout of :mod:`soartc_cli.features`, where the patches run along the last, contiguous
-    axis so that the broadcast products below vectorise over them.
+    axis so that the broadcast products below vectorise over them. ``out``, when given, is a
+    ``(len(metrics), ...batch)`` array (a view is fine) that receives the result.
+    """
+    wanted = set(metrics)
+    ss = _dot(s, s, axis)
+    sm = _dot(s, m, axis)
+    sum_s = sum_m = None
+    if "delta" in wanted:
+        sum_s = _sum(s, axis)
+        sum_m = _sum(m, axis)
+    return _finish(s, m, metrics, axis, ss=ss, sm=sm, sum_s=sum_s, sum_m=sum_m, out=out)
+
+
+def _finish(
+    s: np.ndarray,
+    m: np.ndarray,
+    metrics: tuple[str, ...],
+    axis: int,
+    *,
+    ss: np.ndarray,
+    sm: np.ndarray,
+    sum_s: np.ndarray | None,
+    sum_m: np.ndarray | None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The metrics from ⟨s, s⟩, ⟨s, m⟩ and (for ``delta``) Σs and Σm already computed.
+
+    ``ss``, ``sm``, ``sum_s`` and ``sum_m`` are float64 sums over ``axis`` (``sum_*`` may be
+    None when ``delta`` is not requested); the residual metrics still read ``s`` and ``m``.
     """
     k = s.shape[axis]
     batch = np.broadcast_shapes(_drop(s.shape, axis), _drop(m.shape, axis))
     wanted = set(metrics)
-    values: dict[str, np.ndarray] = {}
+    if out is None:
+        out = np.empty((len(metrics), *batch))
+    views = [out[row, ...] for row in range(len(metrics))]
+    rows = {name: views[row] for row, name in reversed(list(enumerate(metrics)))}
 
     # Statistics of s alone keep s's own (often smaller) shape and broadcast later.
-    ss = _dot(s, s, axis)
-    beta = np.ones(batch)
-    np.divide(_dot(s, m, axis), ss, out=beta, where=ss > TINY)
-    values["beta"] = beta
+    beta = rows.get("beta")
+    if beta is None:
+        beta = np.empty(batch)
+    beta[...] = 1.0
+    np.divide(sm, ss, out=beta, where=ss > TINY)
 
     if "delta" in wanted:
-        sum_s = _sum(s, axis)
+        delta = rows["delta"]
         usable = np.abs(sum_s) > TINY
-        ratio = np.zeros(batch)
-        np.divide(_sum(m, axis), sum_s, out=ratio, where=usable)
-        values["delta"] = np.where(usable, ratio - beta, 0.0)
+        np.divide(sum_m, sum_s, out=delta, where=usable)
+        np.subtract(delta, beta, out=delta)
+        np.copyto(delta, 0.0, where=~usable)
 
     residual = None
     if wanted & {"distance", "noise"}:
@@ -196,19 +235,21 @@ def _compare(s: np.ndarray, m: np.ndarray, metrics: tuple[str, ...], axis: int =
         np.subtract(m, residual, out=residual)
         if "noise" in wanted:
             if k > 1:
-                values["noise"] = np.sqrt(_dot(residual, residual, axis) / (k - 1))
+                np.sqrt(_dot(residual, residual, axis) / (k - 1), out=rows["noise"])
             else:
-                values["noise"] = np.full(batch, np.nan)
+                rows["noise"][...] = np.nan
         if "distance" in wanted:
             np.abs(residual, out=residual)
-            values["distance"] = _sum(residual, axis) / k
+            np.divide(_sum(residual, axis), k, out=rows["distance"])
 
     if wanted & {"vol", "shear"}:
         mean_abs_m = _sum(np.abs(m), axis) / k
         denominator = np.abs(beta) * (_sum(np.abs(s), axis) / k)
-        vol = np.ones(batch)
+        vol = rows.get("vol")
+        if vol is None:
+            vol = np.empty(batch)
+        vol[...] = 1.0
         np.divide(mean_abs_m, denominator, out=vol, where=denominator > TINY)
-        values["vol"] = vol
         if "shear" in wanted:
             scale = np.expand_dims(beta * vol, axis)
             if residual is None:
@@ -217,9 +258,10 @@ def _compare(s: np.ndarray, m: np.ndarray, metrics: tuple[str, ...], axis: int =
                 np.multiply(scale, s, out=residual)
             np.subtract(m, residual, out=residual)
             np.abs(residual, out=residual)
-            values["shear"] = _sum(residual, axis) / k
+            np.divide(_sum(residual, axis), k, out=rows["shear"])
 
-    out = np.empty((len(metrics), *batch))
+    # A metric named twice is computed into its first row; copy it to the others.
     for row, name in enumerate(metrics):
-        out[row] = values[name]
+        if rows[name] is not views[row]:
+            views[row][...] = rows[name]
     return out

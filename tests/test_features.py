@@ -380,3 +380,40 @@ def test_errors():
     bad[3, 30] = np.inf
     with pytest.raises(InputError, match="infinite"):
         soartc_features(bad, transforms=("rot90",))
+
+
+def test_cached_plan_follows_a_kernel_changed_under_the_same_name():
+    image = luma(photo(32))
+    kernel = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=float)
+    bank = {**KERNELS, "mine": kernel}
+    settings_ = {
+        "patch": 8,
+        "transforms": ["mine", "rot90"],
+        "datum": "datum_h3",
+        "metrics": METRICS,
+    }
+    bank["datum_h3"] = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=float)
+    first = soartc_features(image, kernels=bank, **settings_)
+    kernel[0, 0] = 2.0  # same name, same array object, new values
+    second = soartc_features(image, kernels=bank, **settings_)
+    expected = features_oracle(image, kernels=bank, **settings_)
+    assert_allclose(second, expected, rtol=RTOL, atol=ATOL)
+    assert not np.allclose(first[:, 0], second[:, 0])
+    bank["mine"] = np.ones((3, 3), dtype=np.float32)  # same name, a new array and dtype
+    third = soartc_features(image, kernels=bank, **settings_)
+    assert_allclose(third, features_oracle(image, kernels=bank, **settings_), rtol=RTOL, atol=ATOL)
+    bank["mine"] = np.ones((5, 5))  # no longer the datum's shape: checked again
+    with pytest.raises(UsageError):
+        soartc_features(image, kernels=bank, **settings_)
+
+
+def test_parts_and_rotations_in_any_order_and_repeated_metrics():
+    image = luma(photo(32))
+    transforms = ["rot90", "line1", "datum", "flip_ud", "bend2", "line1"]
+    metrics = ["distance", "beta", "vol", "distance", "delta", "shear", "noise"]
+    out = soartc_features(image, patch=8, transforms=transforms, metrics=metrics)
+    expected = features_oracle(
+        image, patch=8, transforms=transforms, datum="datum", metrics=metrics, kernels=KERNELS
+    )
+    assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+    assert out.flags.c_contiguous
