@@ -197,20 +197,19 @@ def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
 
 
 def _worker_main(conn, task: Task) -> None:
-    """Worker loop: receive ``(index, file)``, send back the outcome; ``None`` ends it."""
+    """Worker loop: receive a chunk of ``(index, file)``, send back its outcomes; ``None`` ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for everyone
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's
     tune_malloc()
     conn.send(_READY)
     while True:
         try:
-            item = conn.recv()
+            chunk = conn.recv()
         except EOFError:
             return
-        if item is None:
+        if chunk is None:
             return
-        index, file = item
-        conn.send(process_image(index, file, task))
+        conn.send([process_image(index, file, task) for index, file in chunk])
 
 
 _READY = "ready"
@@ -229,12 +228,12 @@ class _Worker:
         self.process.start()
         child.close()
         self.conn = parent
-        self.busy: deque[tuple[int, ImageFile]] = deque()
+        self.busy: deque[list[tuple[int, ImageFile]]] = deque()  # chunks sent, oldest first
         self.ready = False
 
-    def send(self, index: int, file: ImageFile) -> None:
-        self.conn.send((index, file))
-        self.busy.append((index, file))
+    def send(self, chunk: list[tuple[int, ImageFile]]) -> None:
+        self.conn.send(chunk)
+        self.busy.append(chunk)
 
     def stop(self, *, kill: bool = False) -> None:
         if kill:
@@ -278,6 +277,7 @@ def run_images(
     *,
     workers: int = 1,
     per_worker: int = 2,
+    chunk: int = 4,
     window: int | None = None,
 ) -> Iterator[Outcome]:
     """Process ``files`` and yield one outcome per file, in input order.
@@ -289,53 +289,62 @@ def run_images(
     workers : int
         1 runs in this process; more start that many worker processes.
     per_worker : int
-        Images sent ahead to each worker, so that none waits for the next one.
+        Chunks sent ahead to each worker, so that none waits for the next one.
+    chunk : int
+        Consecutive images per message: the parent wakes once per chunk, not once per image
+        (each wake-up takes a core from a worker when there are as many workers as cores).
     window : int, optional
         At most this many images are in flight or waiting to be yielded (default
-        ``4 * workers * per_worker``): memory stays flat however long ``files`` is.
+        ``4 * workers * per_worker * chunk``): memory stays flat however long ``files`` is.
 
     Notes
     -----
     A worker process that dies (a crash in a decoder) fails only the image it was working on:
-    a new worker takes over and the images sent to the dead one after it are sent again.
+    the images of its chunk are tried again one by one by a new worker, and the one that kills
+    its worker again is reported as a :class:`Failure`; the others' outcomes are not lost.
     Closing the generator early (or an exception such as KeyboardInterrupt) kills the workers.
     """
     if workers <= 1:
         for index, file in enumerate(files):
             yield process_image(index, file, task)
         return
-    window = window or 4 * workers * per_worker
+    window = window or 4 * workers * per_worker * chunk
     _prepare_environment()
     context = _context()
     # A forked child flushes the standard streams when it ends: nothing may wait in them.
     sys.stdout.flush()
     sys.stderr.flush()
     pool = [_Worker(context, task) for _ in range(workers)]
-    queue: deque[tuple[int, ImageFile]] = deque()
+    queue: deque[list[tuple[int, ImageFile]]] = deque()  # chunks to send again, first
     source = iter(enumerate(files))
     done: dict[int, Outcome] = {}
     next_out = 0
-    lookahead: tuple[int, ImageFile] | None = None
+    pending: list[tuple[int, ImageFile]] = []
     exhausted = False
     try:
         while True:
             while next_out in done:
                 yield done.pop(next_out)
                 next_out += 1
-            # Feed the workers: images to retry first, then new ones within the window.
+            # Feed the workers: chunks to retry first, then new ones within the window.
             for worker in pool:
                 while len(worker.busy) < per_worker:
                     if queue:
-                        worker.send(*queue.popleft())
+                        worker.send(queue.popleft())
                         continue
-                    if lookahead is None and not exhausted:
-                        lookahead = next(source, None)
-                        exhausted = lookahead is None
-                    if lookahead is None or lookahead[0] >= next_out + window:
-                        break
-                    worker.send(*lookahead)
-                    lookahead = None
+                    while len(pending) < chunk and not exhausted:
+                        item = next(source, None)
+                        exhausted = item is None
+                        if item is not None:
+                            pending.append(item)
+                    beyond = pending and pending[-1][0] >= next_out + window
+                    if not pending or (beyond and any(w.busy for w in pool)):
+                        break  # (with nothing in flight, a chunk goes out whatever the window)
+                    worker.send(pending)
+                    pending = []
             if not any(w.busy for w in pool):
+                if not exhausted or pending or queue or done:
+                    raise RuntimeError("the runner stopped with images left")  # never silently
                 break  # nothing in flight, nothing left to send: every outcome was yielded
             ready = wait([w.conn for w in pool] + [w.process.sentinel for w in pool])
             for i, worker in enumerate(pool):
@@ -355,7 +364,8 @@ def _collect(worker: _Worker, done: dict[int, Outcome], queue: deque, context, t
                 worker.ready = True
                 continue
             worker.busy.popleft()
-            done[message.index] = message
+            for outcome in message:
+                done[outcome.index] = outcome
     except (EOFError, OSError):
         pass
     alive = worker.process.is_alive()  # asked once: the answer may change between two calls
@@ -367,16 +377,18 @@ def _collect(worker: _Worker, done: dict[int, Outcome], queue: deque, context, t
         )
     if alive:
         return worker
-    if not worker.busy:
-        worker.stop(kill=True)
-        return _Worker(context, task)
-    worker.process.join()
-    index, file = worker.busy.popleft()
-    code = worker.process.exitcode
-    reason = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    done[index] = Failure(index, file.path, f"the worker process crashed on it ({reason})")
-    queue.extendleft(reversed(worker.busy))
-    worker.busy.clear()
+    if worker.busy:
+        crashed = worker.busy.popleft()  # the chunk it was working on
+        if len(crashed) == 1:
+            index, file = crashed[0]
+            code = worker.process.exitcode
+            reason = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            done[index] = Failure(index, file.path, f"the worker process crashed on it ({reason})")
+        # Chunks not started go back as they were; a crashed chunk goes back one image at a
+        # time, so that the image that kills a worker is found and only it is lost.
+        queue.extendleft(reversed(worker.busy))
+        queue.extendleft([item] for item in reversed(crashed) if len(crashed) > 1)
+        worker.busy.clear()
     worker.stop(kill=True)
     return _Worker(context, task)
 
