@@ -277,7 +277,7 @@ def run_images(
     *,
     workers: int = 1,
     per_worker: int = 2,
-    chunk: int = 4,
+    chunk: int = 8,
     window: int | None = None,
 ) -> Iterator[Outcome]:
     """Process ``files`` and yield one outcome per file, in input order.
@@ -291,7 +291,7 @@ def run_images(
     per_worker : int
         Chunks sent ahead to each worker, so that none waits for the next one.
     chunk : int
-        Consecutive images per message: the parent wakes once per chunk, not once per image
+        Consecutive images per message (8): the parent wakes once per chunk, not per image
         (each wake-up takes a core from a worker when there are as many workers as cores).
     window : int, optional
         At most this many images are in flight or waiting to be yielded (default
