@@ -320,6 +320,7 @@ def run_images(
     done: dict[int, Outcome] = {}
     next_out = 0
     pending: list[tuple[int, ImageFile]] = []
+    taken = 0  # images taken from ``files`` so far
     exhausted = False
     try:
         while True:
@@ -332,11 +333,16 @@ def run_images(
                     if queue:
                         worker.send(queue.popleft())
                         continue
-                    while len(pending) < chunk and not exhausted:
+                    # Guided sizes: full chunks while much is left, then smaller ones, so that
+                    # no worker idles through the last chunk of another.
+                    left = len(files) - (pending[0][0] if pending else taken)
+                    size = max(1, min(chunk, left // (2 * workers)))
+                    while len(pending) < size and not exhausted:
                         item = next(source, None)
                         exhausted = item is None
                         if item is not None:
                             pending.append(item)
+                            taken = item[0] + 1
                     beyond = pending and pending[-1][0] >= next_out + window
                     if not pending or (beyond and any(w.busy for w in pool)):
                         break  # (with nothing in flight, a chunk goes out whatever the window)
