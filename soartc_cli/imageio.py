@@ -473,13 +473,12 @@ def load_image(
     _check_max_pixels(max_pixels)
     image = decode(source, max_pixels=max_pixels)
     width, height = image.size
-    luma = _luma_levels(image) if channels == "luma" else None
-    if luma is not None:
-        return LoadedImage(
-            pixels=_fit_levels(luma, size=size, patch=patch, invert=invert),
-            width=width,
-            height=height,
+    levels = _luma_levels(image) if channels == "luma" else _rgb_levels(image)
+    if levels is not None:
+        pixels = np.concatenate(
+            [_fit_levels(band, size=size, patch=patch, invert=invert) for band in levels]
         )
+        return LoadedImage(pixels=pixels, width=width, height=height)
     array = to_array(image, channels=channels)
     del image
     if invert:
@@ -487,8 +486,27 @@ def load_image(
     return LoadedImage(pixels=fit(array, size=size, patch=patch), width=width, height=height)
 
 
-def _luma_levels(image: Image.Image) -> Image.Image | None:
-    """Luma of an 8-bit image as a Pillow mode ``F`` image on the 0–255 scale, or None.
+def _rgb_levels(image: Image.Image) -> list[Image.Image] | None:
+    """R, G, B of an 8-bit image as three Pillow mode ``F`` images (0–255), or None.
+
+    Grey images give their grey band three times; 16/32-bit and float images give None.
+    """
+    mode = image.mode
+    if mode in _GREY_HIGH or mode == "F":
+        return None
+    try:
+        if mode in _GREY_8BIT:
+            grey = image.getchannel(0) if mode == "LA" else image
+            return [grey.convert("F")] * 3
+        if mode not in _RGB_FIRST:
+            image = image.convert("RGBA" if mode in _PALETTE else "RGB")
+        return [band.convert("F") for band in image.split()[:3]]
+    except ValueError:
+        return None  # to_array gives the reason
+
+
+def _luma_levels(image: Image.Image) -> list[Image.Image] | None:
+    """Luma of an 8-bit image as a (one) Pillow mode ``F`` image on the 0–255 scale, or None.
 
     The cheapest exact path: Pillow's ``convert("F")`` computes ``0.299 R + 0.587 G + 0.114 B``
     in floating point in one pass (within 6e-8 of the float64 value; a float32 sum of the
@@ -498,12 +516,12 @@ def _luma_levels(image: Image.Image) -> Image.Image | None:
     mode = image.mode
     try:
         if mode in _DIRECT_TO_F:
-            return image.convert("F")
+            return [image.convert("F")]
         if mode == "LA":
-            return image.getchannel(0).convert("F")
+            return [image.getchannel(0).convert("F")]
         if mode in _GREY_HIGH or mode == "F":
             return None
-        return image.convert("RGBA" if mode in _PALETTE else "RGB").convert("F")
+        return [image.convert("RGBA" if mode in _PALETTE else "RGB").convert("F")]
     except ValueError:
         return None  # to_array gives the reason
 

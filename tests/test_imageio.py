@@ -685,11 +685,12 @@ def test_any_decoder_failure_is_an_input_error(monkeypatch, png_bytes, error):
     assert caught.value.__cause__ is error
 
 
+@pytest.mark.parametrize("channels", ["luma", "rgb"])
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "RGB", "RGBA", "P", "CMYK", "YCbCr"])
 @pytest.mark.parametrize(("size", "invert"), [(32, False), (32, True), (0, False), (0, True)])
-def test_luma_fast_path_equals_the_plain_steps(tmp_path, rng, mode, size, invert):
-    # load_image takes Pillow's convert("F") for 8-bit luma; it must agree with the plain
-    # steps (to_array: float luma from the 8-bit levels, invert, then fit) to float32 rounding.
+def test_fast_path_equals_the_plain_steps(tmp_path, rng, mode, size, invert, channels):
+    # load_image takes Pillow's convert("F") for 8-bit images; it must agree with the plain
+    # steps (to_array: float values from the 8-bit levels, invert, then fit) to float32 rounding.
     pixels = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
     image = Image.fromarray(pixels).convert(mode)
     path = tmp_path / ("x.tif" if mode in ("CMYK", "YCbCr") else "x.png")
@@ -697,11 +698,11 @@ def test_luma_fast_path_equals_the_plain_steps(tmp_path, rng, mode, size, invert
         path = tmp_path / "x.jpg"
     image.save(path)
     decoded = decode(path)
-    plain = to_array(decoded)
+    plain = to_array(decoded, channels=channels)
     if invert:
         plain = 1 - plain
     want = fit(plain, size=size, patch=8)
-    got = load_image(path, size=size, patch=8, invert=invert).pixels
+    got = load_image(path, size=size, patch=8, invert=invert, channels=channels).pixels
     assert got.dtype == np.float32
     assert got.shape == want.shape
     assert_allclose(got, want, rtol=0, atol=3e-7)
