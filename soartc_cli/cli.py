@@ -78,6 +78,12 @@ class SoartcGroup(typer.core.TyperGroup):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `soartc`: the help, not an error
+                sys.stdout.write(exc.ctx.get_help() + "\n")
+                code = EXIT_OK
+                if standalone_mode:
+                    sys.exit(code)
+                return code
             hint = ""
             if getattr(exc, "ctx", None) is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"

@@ -116,3 +116,12 @@ def test_python_dash_m_runs_the_demo():
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip() == "soartc: error: --dim must be at least 1, not 0"
+
+
+def test_bare_soartc_prints_the_help():
+    result = invoke()
+    assert result.exit_code == 0
+    assert result.stdout.startswith("Usage: ")
+    for command in ("compute", "attention", "transforms", "merge"):
+        assert command in result.stdout
+    assert result.stderr == ""
