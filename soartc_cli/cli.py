@@ -260,6 +260,12 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
     files = discover.discover(
         opts.inputs, recursive=opts.recursive, stdin=sys.stdin, on_error=cannot_read
     )
+    if opts.strict and unreadable:
+        raise runner.StrictStop(
+            f"{unreadable[0].path}: {unreadable[0].error} (--strict: no output written)"
+        )
+    if opts.record is not None and not os.path.isdir(os.path.dirname(os.path.abspath(opts.record))):
+        raise UsageError(f"--record: directory of {opts.record} does not exist")
     if opts.shard is not None:
         index, count = discover.parse_shard(opts.shard)
         files = discover.shard(files, index=index, count=count)

@@ -402,3 +402,10 @@ def test_record_goes_where_asked_with_stdout_output(folder, tmp_path):
         "--metrics",
         "rt",
     ]
+
+
+def test_record_in_a_missing_directory_is_a_usage_error(folder, tmp_path):
+    result = invoke("compute", folder, "-o", "-", "--record", tmp_path / "no" / "run.json")
+    assert result.exit_code == 2
+    assert "--record" in result.stderr
+    assert result.stdout == ""
