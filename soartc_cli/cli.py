@@ -271,7 +271,10 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
         files = discover.shard(files, index=index, count=count)
     task = runner.Task(job, fmt, opts.maps)
     if opts.maps is not None:
-        os.makedirs(opts.maps, exist_ok=True)
+        try:
+            os.makedirs(opts.maps, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--maps: cannot make directory {opts.maps}: {exc.strerror}") from None
         _warn_map_collisions(files)
     show_progress = not opts.quiet and sys.stderr.isatty()
     signal.signal(signal.SIGTERM, _interrupt)
