@@ -278,9 +278,12 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
         _warn_map_collisions(files)
     show_progress = not opts.quiet and sys.stderr.isatty()
     signal.signal(signal.SIGTERM, _interrupt)
-    target = (
-        writers.AtomicFile(opts.output, binary=True) if opts.output not in (None, "-") else None
-    )
+    try:
+        target = (
+            writers.AtomicFile(opts.output, binary=True) if opts.output not in (None, "-") else None
+        )
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {opts.output}: {exc.strerror}") from None
     if opts.output == "-":
         sys.stdout.flush()
     sink = (
