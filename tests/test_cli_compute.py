@@ -409,3 +409,17 @@ def test_record_in_a_missing_directory_is_a_usage_error(folder, tmp_path):
     assert result.exit_code == 2
     assert "--record" in result.stderr
     assert result.stdout == ""
+
+
+def test_unwritable_output_is_a_usage_error(folder, tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # root may write anywhere: simulate it
+    result = invoke("compute", folder, "-o", tmp_path / "out.csv", "--workers", 1)
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(
+        "cannot write " + str(tmp_path / "out.csv") + ": Permission denied"
+    )
