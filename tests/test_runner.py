@@ -129,3 +129,14 @@ def test_window_bounds_what_is_held(folder):
     task = runner.Task(JOB, CSV)
     outcomes = runner.run_images(files, task, workers=2, per_worker=1, window=2)
     assert sum(1 for _ in outcomes) == len(files)
+
+
+def test_workers_start_from_a_fresh_interpreter_when_threads_run(folder, monkeypatch):
+    # With other threads in the process (a notebook, a GUI), forking could deadlock a worker:
+    # the runner then starts its workers through the forkserver. Same outcomes either way.
+    files = discover([str(folder)])
+    task = runner.Task(JOB, CSV)
+    monkeypatch.setattr(runner.threading, "active_count", lambda: 2)
+    assert runner._context().get_start_method() in ("forkserver", "spawn")
+    many = _texts(runner.run_images(files, task, workers=2))
+    assert many == _texts(runner.run_images(files, task, workers=1))
