@@ -60,3 +60,49 @@ def prepare_process() -> None:
             continue
         os.environ.setdefault(name, value)
     tune_malloc()
+
+
+# OpenBLAS builds name their thread-count functions differently (numpy's bundled scipy-openblas
+# adds a prefix and a 64-bit-integer suffix).
+_OPENBLAS_SETTERS = (
+    "openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+)
+
+
+def loaded_openblas() -> list[ctypes.CDLL]:
+    """The OpenBLAS libraries this process has loaded (read from /proc/self/maps; Linux)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return []
+    libraries = []
+    for path in sorted(paths):
+        if path.startswith("/") and ".so" in path:
+            try:
+                libraries.append(ctypes.CDLL(path))
+            except OSError:
+                continue
+    return libraries
+
+
+def limit_blas_threads(count: int = 1) -> int:
+    """Set the thread count of every loaded OpenBLAS (after numpy was imported); how many were set.
+
+    A worker forked from a process whose numpy started with several BLAS threads would otherwise
+    run them all, and workers × threads on the same cores made the products up to 8× slower.
+    """
+    done = 0
+    for library in loaded_openblas():
+        for name in _OPENBLAS_SETTERS:
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter.argtypes = (ctypes.c_int,)
+                setter.restype = None
+                setter(count)
+                done += 1
+                break
+    return done

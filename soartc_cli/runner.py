@@ -25,7 +25,7 @@ from typing import IO
 import numpy as np
 
 from soartc_cli import attention, imageio, writers
-from soartc_cli._startup import single_thread_environment, tune_malloc
+from soartc_cli._startup import limit_blas_threads, single_thread_environment, tune_malloc
 from soartc_cli.discover import ImageFile
 from soartc_cli.errors import InputError, SoartcError
 from soartc_cli.patches import patch_grid, patch_names
@@ -201,6 +201,7 @@ def _worker_main(conn, task: Task) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for everyone
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's
     tune_malloc()
+    limit_blas_threads(1)  # forked from a numpy that may have started several BLAS threads
     conn.send(_READY)
     while True:
         try:
