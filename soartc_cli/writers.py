@@ -78,13 +78,16 @@ def demo_json(result: DemoResult, *, settings: dict[str, object]) -> str:
 
 
 def demo_csv(result: DemoResult) -> str:
-    """The ten matrices in long form: ``matrix,row,col,value`` (values at full precision)."""
+    """The ten matrices in long form, ``matrix,row,col,value,softmax`` (full precision).
+
+    Every row names the softmax that made ``probs`` (SPEC §5: the output says which was used).
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["matrix", "row", "col", "value"])
+    writer.writerow(["matrix", "row", "col", "value", "softmax"])
     for name, matrix in result.matrices().items():
         for (i, j), value in np.ndenumerate(matrix):
-            writer.writerow([name, i, j, repr(value.item())])
+            writer.writerow([name, i, j, repr(value.item()), result.softmax])
     return out.getvalue()
 
 
@@ -539,6 +542,18 @@ def _kernel_text(kernel: np.ndarray) -> str:
     return "\n".join(rows)
 
 
+def _listing(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    """A left-titled rich table with these column headers and rows."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def transform_listing(bank: dict[str, np.ndarray], user: set[str]) -> list[Table]:
     """Tables of the kernels (with their values), the rotations, the presets and the metrics."""
     from rich.table import Table
@@ -566,20 +581,13 @@ def transform_listing(bank: dict[str, np.ndarray], user: set[str]) -> list[Table
         "flip_lr": "mirror left ↔ right",
         "flip_ud": "mirror top ↔ bottom",
     }
-    rotations = Table(title="Rotations and flips (SOART: s = x, m = the moved patch)",
-                      title_justify="left")  # fmt: skip
-    rotations.add_column("name")
-    rotations.add_column("m")
-    for name in ROTATIONS:
-        rotations.add_row(name, what.get(name, name))
-    presets = Table(title="Presets", title_justify="left")
-    presets.add_column("option")
-    presets.add_column("preset")
-    presets.add_column("expands to")
-    for name, names in TRANSFORM_PRESETS.items():
-        presets.add_row("--transforms", name, ",".join(names))
-    for name, names in METRIC_PRESETS.items():
-        presets.add_row("--metrics", name, ",".join(names))
+    rotations = _listing("Rotations and flips (SOART: s = x, m = the moved patch)", ("name", "m"),
+                         [(name, what.get(name, name)) for name in ROTATIONS])  # fmt: skip
+    presets = _listing("Presets", ("option", "preset", "expands to"),
+                       [("--transforms", name, ",".join(names))
+                        for name, names in TRANSFORM_PRESETS.items()]
+                       + [("--metrics", name, ",".join(names))
+                          for name, names in METRIC_PRESETS.items()])  # fmt: skip
     formulas = {
         "beta": "β = ⟨s,m⟩ / ⟨s,s⟩ (1 when ⟨s,s⟩ ≤ 1e-12)",
         "delta": "Σm / Σs − β (0 when |Σs| ≤ 1e-12)",
@@ -588,10 +596,6 @@ def transform_listing(bank: dict[str, np.ndarray], user: set[str]) -> list[Table
         "vol": "mean |m| / mean |βs| (1 when the denominator ≤ 1e-12)",
         "shear": "mean |m − β·vol·s|",
     }
-    metrics = Table(title="Metrics (per patch, s and m flattened to k values)",
-                    title_justify="left")  # fmt: skip
-    metrics.add_column("name")
-    metrics.add_column("formula")
-    for name in METRICS:
-        metrics.add_row(name, formulas[name])
+    metrics = _listing("Metrics (per patch, s and m flattened to k values)", ("name", "formula"),
+                       [(name, formulas[name]) for name in METRICS])  # fmt: skip
     return [kernels, rotations, presets, metrics]

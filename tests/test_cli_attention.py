@@ -58,6 +58,7 @@ def test_csv_is_machine_readable():
     result = invoke("attention", "--format", "csv", "--words", "1,0;0,1;1,1", "--high", "5")
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {r["softmax"] for r in rows} == {"row"}
     want = attention.seed_demo(np.array([[1, 0], [0, 1], [1, 1]]), high=5)
     for name in attention.DEMO_MATRICES:
         cells = [r for r in rows if r["matrix"] == name]
