@@ -325,17 +325,13 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
 
 def _warn_map_collisions(files: list[discover.ImageFile]) -> None:
     """Say when two images would get the same picture name (``a.jpg`` and ``a.png``)."""
-    from soartc_cli.maps import map_filename
+    from soartc_cli.maps import name_collisions
 
-    seen: dict[str, str] = {}
-    for file in files:
-        name = map_filename(file.path)
-        if name in seen:
-            note(
-                f"soartc: warning: --maps: {one_line(seen[name])} and {one_line(file.path)} "
-                f"both draw {name}; the later one is kept"
-            )
-        seen[name] = file.path
+    for first, second, name in name_collisions(file.path for file in files):
+        note(
+            f"soartc: warning: --maps: {one_line(first)} and {one_line(second)} "
+            f"both draw {name}; the later one is kept"
+        )
 
 
 def _interrupt(signum, frame) -> None:

@@ -17,7 +17,7 @@ import functools
 import hashlib
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -706,6 +706,21 @@ def map_filename(path: str) -> str:
         cut = stem.encode("utf-8")[:budget].decode("utf-8", "ignore")
         name = f"{cut}-{digest}.png"
     return name
+
+
+def name_collisions(paths: Iterable[str]) -> list[tuple[str, str, str]]:
+    """Pairs of paths whose pictures share a name: ``(earlier, later, name)``, in input order.
+
+    ``a.jpg`` and ``a.png`` both draw ``a.png``; the later picture replaces the earlier one.
+    """
+    seen: dict[str, str] = {}
+    clashes = []
+    for path in paths:
+        name = map_filename(path)
+        if name in seen:
+            clashes.append((seen[name], path, name))
+        seen[name] = path
+    return clashes
 
 
 def write_map(image: Image.Image, directory: str | os.PathLike[str], path: str) -> pathlib.Path:

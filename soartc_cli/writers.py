@@ -464,6 +464,8 @@ def merge_outputs(parts: Sequence[str], output: str, *, command: Sequence[str]) 
     kinds = {"jsonl" if p.lower().endswith(JSONL_SUFFIXES) else "csv" for p in parts}
     if len(kinds) > 1:
         raise UsageError("merge: the parts mix CSV and JSON Lines")
+    if output != "-" and output_format(output).kind not in kinds:
+        raise UsageError(f"merge: {output} does not end like the parts ({kinds.pop()})")
     headers = {_read_first_line(p) for p in parts} if kinds == {"csv"} else set()
     if len(headers) > 1:
         raise UsageError("merge: the CSV parts have different headers (different settings?)")

@@ -549,3 +549,14 @@ def test_write_map_never_leaves_its_directory(tmp_path):
         assert out.parent == target
         assert pathlib.Path(os.path.realpath(out)).parent == pathlib.Path(os.path.realpath(target))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maps"]
+
+
+def test_name_collisions_are_listed_in_input_order():
+    from soartc_cli.maps import name_collisions
+
+    paths = ["a.jpg", "b/c.png", "a.png", "b__c.tif", "d.png"]
+    assert name_collisions(paths) == [
+        ("a.jpg", "a.png", "a.png"),
+        ("b/c.png", "b__c.tif", "b__c.png"),
+    ]
+    assert name_collisions(["x.png", "y.png"]) == []

@@ -226,6 +226,8 @@ def test_merge_refuses_different_headers_and_missing_parts(tmp_path):
     b = _part(tmp_path, "b.csv", "x,1,2\n", header="path,v,w\n")
     with pytest.raises(UsageError, match="different headers"):
         writers.merge_outputs([a, b], str(tmp_path / "all.csv"), command=[])
+    with pytest.raises(UsageError, match="does not end like the parts"):
+        writers.merge_outputs([a], str(tmp_path / "all.jsonl"), command=[])
     with pytest.raises(UsageError, match="no such file"):
         writers.merge_outputs(
             [a, str(tmp_path / "nope.csv")], str(tmp_path / "all.csv"), command=[]
