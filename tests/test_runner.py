@@ -124,11 +124,29 @@ def report_grid_cells(file):
         return (im.width // 8) * (im.height // 8)
 
 
+class _Watched(list):
+    """A file list that records how far the runner has read into it."""
+
+    furthest = -1
+
+    def __iter__(self):
+        for index, item in enumerate(list.__iter__(self)):
+            self.furthest = index
+            yield item
+
+
 def test_window_bounds_what_is_held(folder):
-    files = discover([str(folder)]) * 3
+    files = _Watched(discover([str(folder)]) * 4)
     task = runner.Task(JOB, CSV)
-    outcomes = runner.run_images(files, task, workers=2, per_worker=1, window=2)
-    assert sum(1 for _ in outcomes) == len(files)
+    window, chunk = 6, 2
+    outcomes = runner.run_images(files, task, workers=2, per_worker=1, chunk=chunk, window=window)
+    yielded = 0
+    for outcome in outcomes:
+        assert outcome.index == yielded
+        yielded += 1
+        # Never more than a window (plus the chunk being gathered) taken beyond what is out.
+        assert files.furthest < yielded + window + chunk, (files.furthest, yielded)
+    assert yielded == len(files)
 
 
 def test_workers_start_from_a_fresh_interpreter_when_threads_run(folder, monkeypatch):
