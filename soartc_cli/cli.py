@@ -269,46 +269,23 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
     if opts.shard is not None:
         index, count = discover.parse_shard(opts.shard)
         files = discover.shard(files, index=index, count=count)
-    task = runner.Task(job, fmt, opts.maps)
+    # Terminal tables need only the means: no text is formatted for them.
+    task = runner.Task(job, fmt if opts.output is not None else None, opts.maps)
     if opts.maps is not None:
         try:
             os.makedirs(opts.maps, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"--maps: cannot make directory {opts.maps}: {exc.strerror}") from None
         _warn_map_collisions(files)
-    show_progress = not opts.quiet and sys.stderr.isatty()
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        target = (
-            writers.AtomicFile(opts.output, binary=True) if opts.output not in (None, "-") else None
-        )
-    except OSError as exc:
-        raise UsageError(f"--output: cannot write {opts.output}: {exc.strerror}") from None
     if opts.output == "-":
         sys.stdout.flush()
-    sink = (
-        target.file if target is not None else (sys.stdout.buffer if opts.output == "-" else None)
-    )
-    try:
-        with _progress(len(files), show=show_progress) as on_outcome:
-            report = runner.run_job(
-                files, task, sink=sink, workers=min(workers, max(1, len(files))),
-                strict=opts.strict, on_outcome=on_outcome,
-            )  # fmt: skip
-    except BaseException:
-        if target is not None:
-            target.discard()
-        raise
-    report.failures[:0] = unreadable  # sub-directories that could not be read count as failures
-    if target is not None:
-        target.commit()
-    record_file = opts.record or (writers.record_path(opts.output) if target else None)
-    if record_file is not None:
-        record = runner.run_record(
-            report, settings=settings, output=writers.describe_output(opts.output, fmt),
-            command=["soartc", *_ARGV], version=__version__,
+    with _progress(len(files), show=not opts.quiet and sys.stderr.isatty()) as on_outcome:
+        report = runner.run_to_output(
+            files, task, output=opts.output, fmt=fmt, record=opts.record, workers=workers,
+            strict=opts.strict, on_outcome=on_outcome, failures=unreadable, settings=settings,
+            command=["soartc", *_ARGV], version=__version__, stdout=sys.stdout.buffer,
         )  # fmt: skip
-        writers.write_text_atomic(record_file, writers.record_json(record))
     if opts.output is None and report.rows:
         out = output_console()
         for table in writers.summary_tables(report.rows, job.columns, width=out.width):

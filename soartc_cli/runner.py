@@ -27,7 +27,7 @@ import numpy as np
 from soartc_cli import attention, imageio, writers
 from soartc_cli._startup import limit_blas_threads, single_thread_environment, tune_malloc
 from soartc_cli.discover import ImageFile
-from soartc_cli.errors import InputError, SoartcError
+from soartc_cli.errors import InputError, SoartcError, UsageError
 from soartc_cli.patches import patch_grid, patch_names
 
 
@@ -528,6 +528,72 @@ def run_job(
         outcomes.close()
     write_header([])
     report.finished = _now()
+    return report
+
+
+def run_to_output(
+    files: Sequence[ImageFile],
+    task: Task,
+    *,
+    output: str | None,
+    fmt: writers.OutputFormat,
+    settings: dict,
+    command: Sequence[str],
+    version: str,
+    record: str | None = None,
+    workers: int = 1,
+    strict: bool = False,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    failures: Sequence[Failure] = (),
+    stdout: IO[bytes] | None = None,
+) -> RunReport:
+    """A whole run with its outputs: the rows to ``output``, then the run record.
+
+    Parameters
+    ----------
+    output : str or None
+        A file (written to a temporary name and renamed when complete; removed on any error or
+        interrupt), ``"-"`` for the binary stream ``stdout``, or None for terminal-table rows.
+    fmt : OutputFormat
+        The format, as the run record states it.
+    settings, command, version :
+        What the run record says of the run.
+    record : str, optional
+        Where the run record goes; default ``OUTPUT.meta.json`` for a file output, none else.
+    failures : sequence of Failure
+        Failures found before the run (unreadable directories), counted and recorded too.
+
+    Raises
+    ------
+    UsageError
+        The output file cannot be created.
+    StrictStop, Interrupted
+        As :func:`run_job`; no output file is left.
+    """
+    try:
+        target = writers.AtomicFile(output, binary=True) if output not in (None, "-") else None
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {output}: {exc.strerror}") from None
+    sink = target.file if target is not None else (stdout if output == "-" else None)
+    try:
+        report = run_job(
+            files, task, sink=sink, workers=min(workers, max(1, len(files))), strict=strict,
+            on_outcome=on_outcome,
+        )  # fmt: skip
+    except BaseException:
+        if target is not None:
+            target.discard()
+        raise
+    report.failures[:0] = failures
+    if target is not None:
+        target.commit()
+    record_file = record or (writers.record_path(output) if target is not None else None)
+    if record_file is not None:
+        data = run_record(
+            report, settings=settings, output=writers.describe_output(output, fmt),
+            command=command, version=version,
+        )  # fmt: skip
+        writers.write_text_atomic(record_file, writers.record_json(data))
     return report
 
 
