@@ -251,12 +251,20 @@ def test_merge_kernels_puts_the_bank_first_and_refuses_clashes():
 
 
 def test_check_kernels_accepts_fitting_settings():
-    check_kernels(datum="datum", transforms=TRANSFORM_PRESETS["all"], kernels=KERNELS, patch=16)
-    check_kernels(datum="datum", transforms=("bend1",), kernels=KERNELS, patch=5)
+    assert (
+        check_kernels(datum="datum", transforms=TRANSFORM_PRESETS["all"], kernels=KERNELS, patch=16)
+        is None
+    )  # no UsageError
+    assert check_kernels(datum="datum", transforms=("bend1",), kernels=KERNELS, patch=5) is None
     # rotations only: the datum's size does not matter, even with a patch smaller than it
-    check_kernels(datum="datum", transforms=("rot90", "flip_ud"), kernels=KERNELS, patch=2)
+    assert (
+        check_kernels(datum="datum", transforms=("rot90", "flip_ud"), kernels=KERNELS, patch=2)
+        is None
+    )
     bank = merge_kernels({"c3": np.ones((3, 3)), "d3": np.eye(3)})
-    check_kernels(datum="c3", transforms=("d3", "c3", "rot90"), kernels=bank, patch=3)
+    assert (
+        check_kernels(datum="c3", transforms=("d3", "c3", "rot90"), kernels=bank, patch=3) is None
+    )
 
 
 def test_check_kernels_errors():
