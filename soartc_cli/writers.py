@@ -5,7 +5,6 @@ Rich tables are built here and printed by ``cli``; nothing here writes to the te
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import json
@@ -82,6 +81,8 @@ def demo_csv(result: DemoResult) -> str:
 
     Every row names the softmax that made ``probs`` (SPEC §5: the output says which was used).
     """
+    import csv  # the demo alone needs it
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["matrix", "row", "col", "value", "softmax"])
@@ -163,6 +164,12 @@ def _number_format(precision: int) -> str:
     return f"%.{precision}g"
 
 
+@functools.lru_cache(maxsize=16)
+def _row_format(precision: int, count: int) -> bytes:
+    """``b",%.{precision}g"`` repeated ``count`` times: the numbers of one wide row."""
+    return f",%.{precision}g".encode("ascii") * count
+
+
 def summary_values(values: np.ndarray) -> np.ndarray:
     """Per-patch statistics: ``(C, T, M, N)`` → ``(C, T, M, 4)`` mean, std (ddof 0), min, max."""
     return np.stack(
@@ -182,19 +189,21 @@ def format_image(
     grid: tuple[int, int],
     names: Sequence[str],
     values: np.ndarray,
-) -> str:
-    """The output text of one image: its CSV rows (layout of ``fmt``) or its JSON line.
+) -> bytes:
+    """The output of one image, UTF-8: its CSV rows (layout of ``fmt``) or its JSON line.
 
     ``values`` is the ``(C, T, M, N)`` float64 array of the image. Numbers are written like
-    ``%.{precision}g``; a whole row is formatted by one ``%`` operation, not value by value.
+    ``%.{precision}g``; a whole row is formatted by one ``%`` operation, not value by value
+    (for the wide CSV, a ``bytes`` one: no text is built only to be encoded).
     """
     num = _number_format(fmt.precision)
     if fmt.kind == "jsonl":
-        return _json_line(num, columns, path, label, width, height, names, values)
+        return _json_line(num, columns, path, label, width, height, names, values).encode()
     prefix = f"{csv_field(path)},{csv_field(label)}"
     if fmt.layout == "wide":
         flat = values.ravel().tolist()
-        return f"{prefix},{width},{height}" + ("," + num) * len(flat) % tuple(flat) + "\n"
+        numbers = _row_format(fmt.precision, len(flat)) % tuple(flat)
+        return b"".join((f"{prefix},{width},{height}".encode(), numbers, b"\n"))
     channels = columns.channels or [None]
     metric_part = ("," + num) * len(columns.metrics)
     lines = []
@@ -217,7 +226,7 @@ def format_image(
                 lines.append(
                     f"{head},{transform}" + stat_part % tuple(stats[c, t].ravel().tolist())
                 )
-    return "\n".join(lines) + "\n"
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _json_number(text: str) -> str:

@@ -29,7 +29,7 @@ def _format(layout, columns, values, *, path="a/b.png", label="a", precision=7, 
         fmt, columns, path=path, label=label, width=640, height=480, grid=(2, 2), names=NAMES,
         values=values,
     )  # fmt: skip
-    return head + body
+    return head + body.decode("utf-8")
 
 
 def test_wide_header_order_is_transform_metric_patch():
