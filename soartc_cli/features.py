@@ -158,7 +158,8 @@ def _correlate(patches: np.ndarray, weights: np.ndarray, shape: tuple[int, int])
     patches: each row ``(r, j)`` is one contiguous run of the patches-last layout). Then the
     ``a · b`` im2col rows of output row ``u``, ``(i, j) → x[u + i, v + j]``, are rows
     ``(u + i) · b + j`` of ``shifted[c]``: one contiguous ``(a·b, (P − b + 1)·n)`` block, used
-    in place by one float64 matrix product per output row — no im2col copy at all.
+    in place by one float64 matrix product per output row (all rows in one batched call) —
+    no im2col copy at all.
     """
     channels, size, _, count = patches.shape
     height, width = shape
@@ -176,17 +177,20 @@ def _correlate(patches: np.ndarray, weights: np.ndarray, shape: tuple[int, int])
     shifted = np.empty(view.shape)
     np.copyto(shifted, view)
     taps = height * width
+    _, _, stride_j, stride_run = shifted.strides
     for c in range(channels):
-        rows = shifted[c].reshape(size * width, run)
-        target = out[:, c]
-        for u in range(out_h):
-            block = rows[u * width : u * width + taps]
-            if run <= BLOCK_COLUMNS:
-                np.matmul(weights, block, out=target[:, u])
-                continue
-            for start in range(0, run, BLOCK_COLUMNS):
-                stop = min(run, start + BLOCK_COLUMNS)
-                np.matmul(weights, block[:, start:stop], out=target[:, u, start:stop])
+        # Output row u reads rows u·b … u·b + a·b − 1 of shifted[c]: as one (out_h, taps, run)
+        # strided view, every row's product is one batched matmul call.
+        blocks = np.lib.stride_tricks.as_strided(
+            shifted[c],
+            shape=(out_h, taps, run),
+            strides=(width * stride_j, stride_j, stride_run),
+            writeable=False,
+        )
+        target = out[:, c].transpose(1, 0, 2)  # (out_h, kernels, run) view of the result
+        for start in range(0, run, BLOCK_COLUMNS):
+            stop = min(run, start + BLOCK_COLUMNS)
+            np.matmul(weights, blocks[:, :, start:stop], out=target[:, :, start:stop])
     return out.reshape(kernels, channels, out_h * out_w, count)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from soartc_cli.attention import DemoResult
 from soartc_cli.errors import UsageError
+from soartc_cli.numfmt import format_row
 
 if TYPE_CHECKING:  # rich is imported when a table is built, not at start-up
     from rich.table import Table
@@ -164,12 +165,6 @@ def _number_format(precision: int) -> str:
     return f"%.{precision}g"
 
 
-@functools.lru_cache(maxsize=16)
-def _row_format(precision: int, count: int) -> bytes:
-    """``b",%.{precision}g"`` repeated ``count`` times: the numbers of one wide row."""
-    return f",%.{precision}g".encode("ascii") * count
-
-
 def summary_values(values: np.ndarray) -> np.ndarray:
     """Per-patch statistics: ``(C, T, M, N)`` → ``(C, T, M, 4)`` mean, std (ddof 0), min, max."""
     return np.stack(
@@ -193,16 +188,15 @@ def format_image(
     """The output of one image, UTF-8: its CSV rows (layout of ``fmt``) or its JSON line.
 
     ``values`` is the ``(C, T, M, N)`` float64 array of the image. Numbers are written like
-    ``%.{precision}g``; a whole row is formatted by one ``%`` operation, not value by value
-    (for the wide CSV, a ``bytes`` one: no text is built only to be encoded).
+    ``%.{precision}g``: a wide row by :func:`~soartc_cli.numfmt.format_row`, all values at once
+    with no Python object per value; a long or summary row by one ``%`` operation.
     """
     num = _number_format(fmt.precision)
     if fmt.kind == "jsonl":
         return _json_line(num, columns, path, label, width, height, names, values).encode()
     prefix = f"{csv_field(path)},{csv_field(label)}"
     if fmt.layout == "wide":
-        flat = values.ravel().tolist()
-        numbers = _row_format(fmt.precision, len(flat)) % tuple(flat)
+        numbers = format_row(values, fmt.precision)
         return b"".join((f"{prefix},{width},{height}".encode(), numbers, b"\n"))
     channels = columns.channels or [None]
     metric_part = ("," + num) * len(columns.metrics)
