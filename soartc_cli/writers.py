@@ -161,10 +161,6 @@ def header(fmt: OutputFormat, columns: Columns, names: Sequence[str]) -> str:
     return ",".join(csv_field(c) for c in cols) + "\n"
 
 
-def _number_format(precision: int) -> str:
-    return f"%.{precision}g"
-
-
 def summary_values(values: np.ndarray) -> np.ndarray:
     """Per-patch statistics: ``(C, T, M, N)`` → ``(C, T, M, 4)`` mean, std (ddof 0), min, max."""
     return np.stack(
@@ -188,59 +184,73 @@ def format_image(
     """The output of one image, UTF-8: its CSV rows (layout of ``fmt``) or its JSON line.
 
     ``values`` is the ``(C, T, M, N)`` float64 array of the image. Numbers are written like
-    ``%.{precision}g``: a wide row by :func:`~soartc_cli.numfmt.format_row`, all values at once
-    with no Python object per value; a long or summary row by one ``%`` operation.
+    ``%.{precision}g`` by :func:`~soartc_cli.numfmt.format_row`, all values of the image at once
+    with no Python object per value; the long and JSON layouts then fill one cached ``bytes``
+    template per layout, so no Python loop runs over the patches.
     """
-    num = _number_format(fmt.precision)
     if fmt.kind == "jsonl":
-        return _json_line(num, columns, path, label, width, height, names, values).encode()
-    prefix = f"{csv_field(path)},{csv_field(label)}"
+        return _json_line(fmt.precision, columns, path, label, width, height, names, values)
+    prefix = f"{csv_field(path)},{csv_field(label)}".encode()
     if fmt.layout == "wide":
         numbers = format_row(values, fmt.precision)
-        return b"".join((f"{prefix},{width},{height}".encode(), numbers, b"\n"))
-    channels = columns.channels or [None]
-    metric_part = ("," + num) * len(columns.metrics)
-    lines = []
+        return b"".join((prefix, f",{width},{height}".encode(), numbers, b"\n"))
     if fmt.layout == "long":
-        cols = grid[1]
-        # (C, T, M, N) → (C, N, T, M): one row per channel × patch × transform.
-        ordered = np.moveaxis(values, -1, 1).tolist()
-        for c, channel in enumerate(channels):
-            head = prefix if channel is None else f"{prefix},{channel}"
-            for n, name in enumerate(names):
-                cell = f"{head},{name},{n // cols},{n % cols},"
-                for t, transform in enumerate(columns.transforms):
-                    lines.append(cell + transform + metric_part % tuple(ordered[c][n][t]))
-    else:
-        stats = summary_values(values)
-        stat_part = ("," + num) * (len(columns.metrics) * len(SUMMARY_STATS))
-        for c, channel in enumerate(channels):
-            head = prefix if channel is None else f"{prefix},{channel}"
-            for t, transform in enumerate(columns.transforms):
-                lines.append(
-                    f"{head},{transform}" + stat_part % tuple(stats[c, t].ravel().tolist())
-                )
+        # (C, T, M, N) → (C, N, T, M): one row per channel × patch × transform, M numbers each.
+        texts = _texts(np.moveaxis(values, -1, 1), fmt.precision)
+        metrics = len(columns.metrics)
+        args = [prefix] * (len(texts) // metrics * (metrics + 1))
+        for m in range(metrics):
+            args[m + 1 :: metrics + 1] = texts[m::metrics]
+        return _long_template(columns, tuple(names), grid[1]) % tuple(args)
+    stats = summary_values(values)
+    stat_part = f",%.{fmt.precision}g" * (len(columns.metrics) * len(SUMMARY_STATS))
+    lines = []
+    for c, channel in enumerate(columns.channels or [None]):
+        head = prefix.decode() if channel is None else f"{prefix.decode()},{channel}"
+        for t, transform in enumerate(columns.transforms):
+            lines.append(f"{head},{transform}" + stat_part % tuple(stats[c, t].ravel().tolist()))
     return ("\n".join(lines) + "\n").encode()
 
 
-def _json_number(text: str) -> str:
-    """A ``%g`` number as JSON: non-finite values become null."""
-    return text if text[-1].isdigit() else "null"
+def _texts(values: np.ndarray, precision: int) -> list[bytes]:
+    """Every number of ``values`` (C order) as its ``%.{precision}g`` text."""
+    return format_row(values, precision)[1:].split(b",")
+
+
+def _escape(text: str) -> bytes:
+    """``text`` as UTF-8, to stand literally in a ``%`` template."""
+    return text.encode().replace(b"%", b"%%")
 
 
 @functools.lru_cache(maxsize=16)
-def _json_keys(columns: Columns, names: tuple[str, ...]) -> tuple[str, ...]:
-    """``'"name": '`` of every wide column, made once per layout (names need no escaping)."""
-    return tuple(f'"{key}": ' for key in wide_columns(columns, names))
+def _long_template(columns: Columns, names: tuple[str, ...], cols: int) -> bytes:
+    """The long layout's rows of one image as a ``%`` template: ``%s`` for ``path,label`` at the
+    head of every row, then ``,%s`` for each metric; made once per layout and grid."""
+    numbers = b",%s" * len(columns.metrics) + b"\n"
+    rows = []
+    for channel in columns.channels or [None]:
+        lead = b"" if channel is None else b"," + _escape(channel)
+        for n, name in enumerate(names):
+            cell = lead + _escape(f",{name},{n // cols},{n % cols},")
+            rows.extend(b"%s" + cell + _escape(t) + numbers for t in columns.transforms)
+    return b"".join(rows)
 
 
-def _json_line(num, columns, path, label, width, height, names, values) -> str:
-    keys = _json_keys(columns, tuple(names))
-    flat = values.ravel().tolist()
-    texts = ((("\x00" + num) * len(flat)) % tuple(flat)).split("\x00")[1:]
+@functools.lru_cache(maxsize=16)
+def _json_template(columns: Columns, names: tuple[str, ...]) -> bytes:
+    """``"name": %s`` of every wide column, joined by ", ": the numbers of one JSON line."""
+    return b", ".join(b'"' + _escape(key) + b'": %s' for key in wide_columns(columns, names))
+
+
+def _json_line(precision, columns, path, label, width, height, names, values) -> bytes:
+    texts = _texts(values, precision)
+    flat = values.ravel()
+    if not np.isfinite(flat).all():  # JSON has no NaN or infinity: they are written as null
+        for i in np.flatnonzero(~np.isfinite(flat)):
+            texts[i] = b"null"
     head = {"path": path, "label": label, "width": width, "height": height}
-    body = ", ".join(k + _json_number(v) for k, v in zip(keys, texts, strict=True))
-    return json.dumps(head, ensure_ascii=False)[:-1] + ", " + body + "}\n"
+    body = _json_template(columns, tuple(names)) % tuple(texts)
+    return b"".join((json.dumps(head, ensure_ascii=False)[:-1].encode(), b", ", body, b"}\n"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -233,3 +233,46 @@ def test_merge_refuses_different_headers_and_missing_parts(tmp_path):
             [a, str(tmp_path / "nope.csv")], str(tmp_path / "all.csv"), command=[]
         )
     assert not (tmp_path / "all.csv").exists()
+
+
+def _plain(fmt, columns, values, *, path, label):
+    """The layouts written value by value with ``%``: the oracle of the template-based writer."""
+    num = f"%.{fmt.precision}g"
+    head = f"{writers.csv_field(path)},{writers.csv_field(label)}"
+    channels = columns.channels or [None]
+    if fmt.kind == "jsonl":
+        keys = writers.wide_columns(columns, NAMES)
+        texts = [num % x if np.isfinite(x) else "null" for x in values.ravel().tolist()]
+        obj = json.dumps({"path": path, "label": label, "width": 640, "height": 480})
+        body = ", ".join(f'"{k}": {t}' for k, t in zip(keys, texts, strict=True))
+        return obj[:-1] + ", " + body + "}\n"
+    if fmt.layout == "wide":
+        return f"{head},640,480" + "".join("," + num % x for x in values.ravel().tolist()) + "\n"
+    lines = []
+    for c, channel in enumerate(channels):
+        lead = head if channel is None else f"{head},{channel}"
+        for n, name in enumerate(NAMES):
+            for t, transform in enumerate(columns.transforms):
+                numbers = "".join(
+                    "," + num % values[c, t, m, n] for m in range(len(columns.metrics))
+                )
+                lines.append(f"{lead},{name},{n // 2},{n % 2},{transform}{numbers}\n")
+    return "".join(lines)
+
+
+@pytest.mark.parametrize(("kind", "layout"), [("csv", "wide"), ("csv", "long"), ("jsonl", "wide")])
+@pytest.mark.parametrize("columns", [LUMA, RGB], ids=["luma", "rgb"])
+@pytest.mark.parametrize("precision", [3, 7, 12])
+def test_rows_match_value_by_value_formatting(kind, layout, columns, precision):
+    values = _values(columns, seed=precision)
+    values *= 10.0 ** np.random.default_rng(precision).integers(
+        -8, 8, values.shape
+    )  # every notation
+    values.reshape(-1)[[0, 5, 7]] = [np.nan, -np.inf, -0.0]
+    fmt = writers.OutputFormat(kind, layout, precision)
+    path, label = 'odd,"name" 100%.png', "%s"
+    got = writers.format_image(
+        fmt, columns, path=path, label=label, width=640, height=480, grid=(2, 2), names=NAMES,
+        values=values,
+    )  # fmt: skip
+    assert got.decode("utf-8") == _plain(fmt, columns, values, path=path, label=label)
