@@ -12,13 +12,12 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 
-from soartc_cli import __version__, attention, discover, imageio, rt, runner, writers
+from soartc_cli import __version__, attention, imageio, jobs, outputs, rt, runner, tables
 from soartc_cli import transforms as transforms_module
 from soartc_cli.errors import InputError, SoartcError, UsageError
 
@@ -26,6 +25,19 @@ if TYPE_CHECKING:  # rich is imported when something is shown: start-up time cou
     from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: A closed pipe on standard output ends the run quietly with the shell's 128 + SIGPIPE.
+EXIT_CLOSED_PIPE = 141
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so that flushing at exit does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
 
 # Typer bundles its own copy of click's exception classes (older releases use click itself);
 # take the base class from typer's public BadParameter instead of importing click.
@@ -53,14 +65,19 @@ def output_console() -> Console:
     return Console(highlight=False)
 
 
-def one_line(text: str) -> str:
-    """``text`` with line breaks escaped, so that a message stays on one line."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (ESC sequences, line breaks) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode()
+        for ch in text
+    )
 
 
 def fail(message: str, code: int) -> int:
     """Print ``soartc: error: MESSAGE`` on stderr and return ``code``."""
-    sys.stderr.write(f"soartc: error: {one_line(message)}\n")
+    sys.stderr.write(f"soartc: error: {printable(message)}\n")
     sys.stderr.flush()
     return code
 
@@ -88,6 +105,11 @@ class SoartcGroup(typer.core.TyperGroup):
             if getattr(exc, "ctx", None) is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
             code = fail(exc.format_message() + hint, exc.exit_code)
+        except outputs.ClosedPipe:
+            _silence_stdout()
+            code = EXIT_CLOSED_PIPE
+        except outputs.WriteError as exc:
+            code = fail(str(exc), EXIT_FAILED)
         except runner.Interrupted as exc:
             code = fail(str(exc), EXIT_INTERRUPTED)
         except runner.StrictStop as exc:
@@ -101,7 +123,8 @@ class SoartcGroup(typer.core.TyperGroup):
         except (KeyboardInterrupt, _Abort):
             code = fail("interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:
-            code = EXIT_FAILED
+            _silence_stdout()
+            code = EXIT_CLOSED_PIPE
         except Exception as exc:
             if os.environ.get("SOARTC_DEBUG"):
                 raise
@@ -124,6 +147,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 
@@ -149,7 +173,7 @@ Inputs = Annotated[
     list[str] | None,
     typer.Argument(
         help="Image files and/or directories (walked recursively); '-' reads paths from stdin.",
-        metavar="PATH",
+        metavar="PATH...",
         show_default=False,
     ),
 ]
@@ -181,11 +205,31 @@ Output = Annotated[
         "--output",
         "-o",
         metavar="FILE",
-        help="Write CSV (or JSON Lines for *.jsonl) to FILE; '-' is stdout.",
+        help="Write the rows to FILE, format by suffix: .csv .jsonl .ndjson (each may end .gz), "
+        ".parquet; '-' is CSV on stdout.",
     ),
 ]
 Layout = Annotated[
-    str, typer.Option(help="CSV layout: wide, long or summary.", metavar="wide|long|summary")
+    str,
+    typer.Option(
+        help="Rows: wide (one per image), long (per patch), summary (per transform), pooled "
+        "(one per image, --pool stats over the patches: for machine learning).",
+        metavar="wide|long|summary|pooled",
+    ),
+]
+Pool = Annotated[
+    str,
+    typer.Option(
+        help="Statistics of --layout pooled: mean, std, min, max, median, p05, p95.",
+        metavar="STATS",
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Keep progress in FILE.partial; run the same command again to go on after a kill.",
+    ),
 ]
 Precision = Annotated[
     int, typer.Option(help="Significant digits of the numbers written.", metavar="N")
@@ -220,79 +264,45 @@ Dim = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """The options every image command shares, as given on the command line."""
-
-    inputs: list[str]
-    output: str | None
-    layout: str
-    precision: int
-    record: str | None
-    maps: str | None
-    workers: int | None
-    shard: str | None
-    strict: bool
-    quiet: bool
-    recursive: bool
-
-
-def _image_settings(size, patch, channels, invert, max_pixels) -> runner.ImageSettings:
+def _image_settings(size, patch, channels, invert, max_pixels) -> jobs.ImageSettings:
     attention.check_choice(channels, name="--channels", choices=("luma", "rgb"))
     imageio.check_geometry(size, patch=patch)
     if max_pixels < 1:
         raise UsageError(f"--max-pixels must be at least 1, not {max_pixels}")
-    return runner.ImageSettings(size, patch, channels, invert, max_pixels)
+    return jobs.ImageSettings(size, patch, channels, invert, max_pixels)
 
 
-def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
-    """Discover, run, write and render: what ``compute`` and ``attention DIR`` share."""
-    fmt = writers.output_format(opts.output, layout=opts.layout, precision=opts.precision)
-    if opts.workers is not None and opts.workers < 1:
-        raise UsageError(f"--workers must be at least 1, not {opts.workers}")
-    workers = opts.workers or os.cpu_count() or 1
-    unreadable: list[runner.Failure] = []
-
-    def cannot_read(path: str, reason: str) -> None:
-        unreadable.append(runner.Failure(-1, path, reason))
-        print(f"soartc: skipped {one_line(path)}: {one_line(reason)}", file=sys.stderr)
-
-    files = discover.discover(
-        opts.inputs, recursive=opts.recursive, stdin=sys.stdin, on_error=cannot_read
-    )
-    if opts.strict and unreadable:
-        raise runner.StrictStop(
-            f"{unreadable[0].path}: {unreadable[0].error} (--strict: no output written)"
-        )
-    if opts.record is not None and not os.path.isdir(os.path.dirname(os.path.abspath(opts.record))):
-        raise UsageError(f"--record: directory of {opts.record} does not exist")
-    if opts.shard is not None:
-        index, count = discover.parse_shard(opts.shard)
-        files = discover.shard(files, index=index, count=count)
-    # Terminal tables need only the means: no text is formatted for them.
-    task = runner.Task(job, fmt if opts.output is not None else None, opts.maps)
-    if opts.maps is not None:
-        try:
-            os.makedirs(opts.maps, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--maps: cannot make directory {opts.maps}: {exc.strerror}") from None
-        _warn_map_collisions(files)
+def _run(job, settings: runner.RunSettings, **extra) -> runner.RunReport:
+    """Run an image command through the library, with progress and "skipped" lines on stderr."""
     signal.signal(signal.SIGTERM, _interrupt)
-    if opts.output == "-":
+    if settings.output == "-" and sys.stdout is not None:
         sys.stdout.flush()
-    with _progress(len(files), show=not opts.quiet and sys.stderr.isatty()) as on_outcome:
-        report = runner.run_to_output(
-            files, task, output=opts.output, fmt=fmt, record=opts.record, workers=workers,
-            strict=opts.strict, on_outcome=on_outcome, failures=unreadable, settings=settings,
-            command=["soartc", *_ARGV], version=__version__, stdout=sys.stdout.buffer,
+    show = not settings.quiet and sys.stderr.isatty()
+    with _progress(show=show) as (start, on_outcome):
+        report = runner.run(
+            job, settings, command=["soartc", *_ARGV], version=__version__, stdin=sys.stdin,
+            on_outcome=on_outcome, on_progress_start=start,
+            note=(lambda line: None) if settings.quiet else (lambda line: note("soartc: " + line)),
+            **extra,
         )  # fmt: skip
-    if opts.output is None and report.rows:
+    return report
+
+
+def _finish(report: runner.RunReport, settings: runner.RunSettings, columns) -> int:
+    """Render what a run did: tables without -o, the closing line, the exit code."""
+    if settings.output is None and report.rows:
         out = output_console()
-        for table in writers.summary_tables(report.rows, job.columns, width=out.width):
+        rows = report.rows[: tables.TABLE_ROWS]
+        for table in tables.summary_tables(rows, columns, width=out.width):
             out.print(table)
-    if not files:
-        note("soartc: no image files found in " + ", ".join(opts.inputs))
-    elif not opts.quiet:
+        if len(report.rows) > tables.TABLE_ROWS:
+            note(
+                f"soartc: {len(report.rows) - tables.TABLE_ROWS} more images not shown; "
+                "-o FILE writes them all"
+            )
+    if report.found == 0 and not report.failures:
+        note("soartc: no image files found in " + ", ".join(map(printable, settings.inputs)))
+    elif not settings.quiet:
         note(
             f"soartc: {report.processed} of {report.found} images processed"
             + (f", {len(report.failures)} skipped" if report.failures else "")
@@ -300,15 +310,13 @@ def _run(job: runner.Job, opts: RunOptions, settings: dict) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _warn_map_collisions(files: list[discover.ImageFile]) -> None:
-    """Say when two images would get the same picture name (``a.jpg`` and ``a.png``)."""
-    from soartc_cli.maps import name_collisions
-
-    for first, second, name in name_collisions(file.path for file in files):
-        note(
-            f"soartc: warning: --maps: {one_line(first)} and {one_line(second)} "
-            f"both draw {name}; the later one is kept"
-        )
+def _settings(inputs, output, layout, precision, pool, record, maps, workers, shard, strict,
+              quiet, no_recursive, resume) -> runner.RunSettings:  # fmt: skip
+    return runner.RunSettings(
+        tuple(_need_inputs(inputs)), output, layout, precision,
+        tuple(p.strip() for p in pool.split(",")), record, maps, workers, shard, strict, quiet,
+        not no_recursive, resume,
+    )  # fmt: skip
 
 
 def _interrupt(signum, frame) -> None:
@@ -317,50 +325,59 @@ def _interrupt(signum, frame) -> None:
 
 
 @contextmanager
-def _progress(total: int, *, show: bool):
-    """Yield the per-outcome callback: a progress bar on a terminal, "skipped" lines always.
+def _progress(*, show: bool):
+    """Yield ``(start, on_outcome)``: ``start(total)`` opens a progress bar on a terminal once the
+    file list is known; ``on_outcome`` advances it and prints "skipped" lines (always).
 
     The bar is refreshed from the callback, not by a thread of its own, so that worker processes
     can be forked from a single-threaded process.
     """
+    state: dict = {"bar": None, "printer": note, "last": 0.0}
 
-    def skipped(outcome, printer) -> None:
-        if isinstance(outcome, runner.Failure):
-            printer(f"soartc: skipped {one_line(outcome.path)}: {one_line(outcome.error)}")
+    def start(total: int) -> None:
+        if not show or total == 0:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
-    if not show or total == 0:
-        yield lambda outcome: skipped(outcome, note)
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+        columns = (
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TaskProgressColumn(), TimeRemainingColumn(),
+        )  # fmt: skip
+        progress = Progress(*columns, console=error_console(), transient=True, auto_refresh=False)
+        progress.start()
+        state.update(progress=progress, printer=progress.console.print, total=total)
+        state["bar"] = progress.add_task("images", total=total, rate="")
 
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TaskProgressColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
-    console = error_console()
-    with Progress(*columns, console=console, transient=True, auto_refresh=False) as progress:
-        bar = progress.add_task("images", total=total, rate="")
-        last = 0.0
+    def on_outcome(outcome) -> None:
+        if isinstance(outcome, jobs.Failure):
+            state["printer"](
+                f"soartc: skipped {printable(outcome.path)}: {printable(outcome.error)}"
+            )
+        if isinstance(outcome, jobs.ImageResult) and outcome.warning:
+            state["printer"](f"soartc: warning: {printable(outcome.warning)}")
+        if state["bar"] is None or outcome.index < 0:
+            return
+        progress = state["progress"]
+        progress.advance(state["bar"])
+        now = time.monotonic()
+        if now - state["last"] > 0.1 or progress.tasks[0].completed == state["total"]:
+            speed = progress.tasks[0].speed
+            progress.update(state["bar"], rate="" if speed is None else f"{speed:.1f} images/s")
+            progress.refresh()
+            state["last"] = now
 
-        def advance(outcome) -> None:
-            nonlocal last
-            skipped(outcome, progress.console.print)
-            progress.advance(bar)
-            now = time.monotonic()
-            if now - last > 0.1 or progress.tasks[0].completed == total:
-                speed = progress.tasks[0].speed
-                progress.update(bar, rate="" if speed is None else f"{speed:.1f} images/s")
-                progress.refresh()
-                last = now
-
-        yield advance
+    try:
+        yield start, on_outcome
+    finally:
+        if state["bar"] is not None:
+            state["progress"].stop()
 
 
 @app.command("compute")
@@ -388,28 +405,37 @@ def compute_command(
     ] = "soart3",
     output: Output = None,
     layout: Layout = "wide",
+    pool: Pool = "mean,std,min,max",
     precision: Precision = 7,
     record: Record = None,
     maps: Maps = None,
     workers: Workers = None,
     shard: Shard = None,
+    resume: Resume = False,
     strict: Strict = False,
     quiet: Quiet = False,
     max_pixels: MaxPixels = 100_000_000,
     no_recursive: NoRecursive = False,
 ) -> int:
     """SOARTC (convolution) and SOART (rotation) metrics of every patch of every image."""
+    job = _soartc_job(
+        size, patch, channels, invert, max_pixels, datum, kernels, transforms, metrics
+    )
+    settings = _settings(
+        inputs, output, layout, precision, pool, record, maps, workers, shard, strict, quiet,
+        no_recursive, resume,
+    )  # fmt: skip
+    return _finish(_run(job, settings), settings, job.columns)
+
+
+def _soartc_job(size, patch, channels, invert, max_pixels, datum, kernels, transforms, metrics):
+    """The SOARTC/SOART job of the feature options (``compute`` and ``fit``)."""
     image = _image_settings(size, patch, channels, invert, max_pixels)
     user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else {}
     bank = transforms_module.merge_kernels(user)
     chosen = transforms_module.parse_transforms(transforms, kernels=bank)
     transforms_module.check_kernels(datum=datum, transforms=chosen, kernels=bank, patch=patch)
-    job = runner.SoartcJob(image, chosen, rt.parse_metrics(metrics), datum, bank)
-    opts = RunOptions(
-        _need_inputs(inputs), output, layout, precision, record, maps, workers, shard, strict,
-        quiet, not no_recursive,
-    )  # fmt: skip
-    return _run(job, opts, runner.job_settings(job))
+    return jobs.SoartcJob(image, chosen, rt.parse_metrics(metrics), datum, bank)
 
 
 @app.command("attention")
@@ -457,11 +483,13 @@ def attention_command(
     invert: Invert = False,
     output: Output = None,
     layout: Layout = "wide",
+    pool: Pool = "mean,std,min,max",
     precision: Precision = 7,
     record: Record = None,
     maps: Maps = None,
     workers: Workers = None,
     shard: Shard = None,
+    resume: Resume = False,
     strict: Strict = False,
     quiet: Quiet = False,
     max_pixels: MaxPixels = 100_000_000,
@@ -481,17 +509,19 @@ def attention_command(
     image = _image_settings(size, patch, channels, invert, max_pixels)
     k = (3 if channels == "rgb" else 1) * patch * patch
     d = 64 if dim is None else dim
-    job = runner.AttentionJob(
+    source = weights if weights in attention.WEIGHT_MODES else os.path.abspath(weights)
+    job = jobs.AttentionJob(
         image,
         attention.check_choice(norm, name="--norm", choices=attention.NORMS),
         _weights(weights, k=k, dim=d, seed=seed),
+        source,
+        seed,
     )
-    opts = RunOptions(
-        inputs, output, layout, precision, record, maps, workers, shard, strict, quiet,
-        not no_recursive,
+    settings = _settings(
+        inputs, output, layout, precision, pool, record, maps, workers, shard, strict, quiet,
+        no_recursive, resume,
     )  # fmt: skip
-    source = weights if weights in attention.WEIGHT_MODES else os.path.abspath(weights)
-    return _run(job, opts, runner.job_settings(job, weights_source=source, seed=seed))
+    return _finish(_run(job, settings), settings, job.columns)
 
 
 def _demo(seed, high, dim, words, softmax, fmt) -> int:
@@ -503,15 +533,15 @@ def _demo(seed, high, dim, words, softmax, fmt) -> int:
     result = attention.seed_demo(x, seed=seed, high=high, dim=d, softmax=softmax or "row")
     if fmt == "json":
         settings = {"seed": seed, "high": high, "dim": d}
-        sys.stdout.write(writers.demo_json(result, settings=settings))
+        sys.stdout.write(tables.demo_json(result, settings=settings))
     elif fmt == "csv":
-        sys.stdout.write(writers.demo_csv(result))
+        sys.stdout.write(tables.demo_csv(result))
     else:
         out = output_console()
-        out.print(writers.demo_header(result))
+        out.print(tables.demo_header(result))
         from rich.columns import Columns
 
-        out.print(Columns(writers.demo_tables(result), padding=(0, 2)))
+        out.print(Columns(tables.demo_tables(result), padding=(0, 2)))
         if result.softmax == "row":
             error_console().print(
                 "hint: the article's printed probs and attention come from --softmax global"
@@ -545,7 +575,7 @@ def transforms_command(
     """List every transform and kernel (with its values), the presets and the metrics."""
     user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else {}
     out = output_console()
-    for item in writers.transform_listing(transforms_module.merge_kernels(user), set(user)):
+    for item in tables.transform_listing(transforms_module.merge_kernels(user), set(user)):
         out.print(item)
     return EXIT_OK
 
@@ -556,11 +586,26 @@ def merge_command(
         list[str], typer.Argument(metavar="PART", help="Shard outputs, in shard order.")
     ],
     output: Annotated[
-        str, typer.Option("--output", "-o", metavar="FILE", help="The joined file ('-': stdout).")
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="The joined file, format by suffix like compute's -o ('-': CSV on stdout).",
+        ),
     ],
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing",
+            help="Join the shards that are there; the record says which are missing.",
+        ),
+    ] = False,
 ) -> int:
-    """Join shard outputs (CSV with one header, or JSON Lines) and their run records."""
-    writers.merge_outputs(parts, output, command=["soartc", *_ARGV])
+    """Join the outputs of the shards of one run (any formats) and their run records."""
+    from soartc_cli.merge import merge_outputs
+
+    merge_outputs(parts, output, command=["soartc", *_ARGV], allow_missing=allow_missing)
     return EXIT_OK
 
 

@@ -550,3 +550,25 @@ def _fit_levels(luma: Image.Image, *, size: int, patch: int, invert: bool) -> np
     if not invert:
         out *= np.float32(1 / 255)
     return out
+
+
+def native_grid(
+    source: Source, *, patch: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """The patch grid of ``source`` at its native size (``--size 0``), read from its header only.
+
+    The EXIF orientation is applied to the size (a portrait photo stored sideways has its sides
+    swapped); no pixel is decoded. InputError when the file cannot be read or is smaller than one
+    patch.
+    """
+    _check_max_pixels(max_pixels)
+    try:
+        with _pillow_limit_lifted(), Image.open(source) as opened:
+            width, height = opened.size
+            if _orientation(opened) in (5, 6, 7, 8):
+                width, height = height, width
+    except _DECODE_ERRORS as exc:
+        raise InputError(_reason(exc, source)) from exc
+    if width * height > max_pixels or width < patch or height < patch:
+        raise InputError(f"image is {width}×{height}: no patch grid")
+    return height // patch, width // patch

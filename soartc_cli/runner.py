@@ -1,409 +1,30 @@
-"""Many images → ordered results: the per-image job, worker processes, failures as data.
+"""A whole run of an image command: files → ordered outcomes → one output, its record, pictures.
 
-``process_image`` turns one file into one :class:`ImageResult` (or :class:`Failure`): load and fit,
-compute the features, format the output text, draw the picture. ``run_images`` maps it over a list
-of files, in this process or in worker processes, and yields the results in input order with a
-bounded number in flight, so memory does not grow with the folder.
+:func:`run` is what ``compute``, ``attention DIR``, ``fit`` and ``score`` call with a job and one
+:class:`RunSettings`: discovery and shards, the checks that protect the user's files, the worker
+pool, the output through its format's sink (or the ``--resume`` journal), failures as data, and the
+run record, committed together with the output. The CLI parses, calls and renders.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import glob
 import os
-import signal
-import sys
-import threading
-import warnings
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO
-
-import numpy as np
-
-from soartc_cli import attention, imageio, writers
-from soartc_cli._startup import limit_blas_threads, single_thread_environment, tune_malloc
-from soartc_cli.discover import ImageFile
-from soartc_cli.errors import InputError, SoartcError, UsageError
-from soartc_cli.patches import patch_grid, patch_names
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    """The image pipeline of SPEC §2: fit size, patch size, channels, inversion, pixel limit."""
-
-    size: int = 224
-    patch: int = 16
-    channels: str = "luma"
-    invert: bool = False
-    max_pixels: int = 100_000_000
-
-
-@dataclass(frozen=True)
-class SoartcJob:
-    """SOARTC / SOART features: transforms (in column order), metrics, datum, kernels in use."""
-
-    image: ImageSettings
-    transforms: tuple[str, ...]
-    metrics: tuple[str, ...]
-    datum: str
-    kernels: dict[str, np.ndarray] = field(compare=False)
-
-    @property
-    def columns(self) -> writers.Columns:
-        """Output names of this job's values."""
-        channels = ("R", "G", "B") if self.image.channels == "rgb" else None
-        return writers.Columns(channels, self.transforms, self.metrics)
-
-    def compute(self, pixels: np.ndarray) -> np.ndarray:
-        """``(C, H, W)`` fitted pixels → ``(C, T, M, N)`` float64 values."""
-        from soartc_cli.features import soartc_features
-
-        return soartc_features(
-            pixels,
-            patch=self.image.patch,
-            transforms=self.transforms,
-            datum=self.datum,
-            metrics=self.metrics,
-            kernels=self.kernels,
-        )
-
-
-@dataclass(frozen=True)
-class AttentionJob:
-    """Attention over the patches of an image (SPEC §5): normalisation and projections."""
-
-    image: ImageSettings
-    norm: str
-    weights: attention.Weights = field(compare=False)
-
-    @property
-    def columns(self) -> writers.Columns:
-        """Output names of this job's values (channels are concatenated into each patch row)."""
-        return writers.Columns(None, ("attention",), attention.ATTENTION_METRICS)
-
-    def compute(self, pixels: np.ndarray) -> np.ndarray:
-        """``(C, H, W)`` fitted pixels → ``(1, 1, 2, N)`` float64 values (received, entropy)."""
-        return attention.image_attention(
-            pixels, patch=self.image.patch, weights=self.weights, norm=self.norm
-        )
-
-
-Job = SoartcJob | AttentionJob
-
-
-@dataclass(frozen=True)
-class Task:
-    """Everything a worker needs besides the file: the job and where its outputs go."""
-
-    job: Job
-    output: writers.OutputFormat | None  # None: no file output (terminal tables only)
-    maps_dir: str | None = None
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """One processed image: names, original size, patch grid, output bytes and per-patch means.
-
-    ``data`` is the image's output text (CSV rows or a JSON line) encoded as UTF-8: bytes cross
-    the pipe from a worker without the encode/decode a str costs there.
-    """
-
-    index: int
-    path: str
-    label: str
-    width: int
-    height: int
-    grid: tuple[int, int]
-    data: bytes
-    means: np.ndarray  # (C, T, M)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One image that could not be used, and why."""
-
-    index: int
-    path: str
-    error: str
-
-
-Outcome = ImageResult | Failure
-
-
-@functools.lru_cache(maxsize=64)
-def _names(grid: tuple[int, int]) -> tuple[str, ...]:
-    """Patch names of a grid, made once per grid size rather than once per image."""
-    return tuple(patch_names(*grid))
-
-
-def process_image(index: int, file: ImageFile, task: Task) -> Outcome:
-    """Load, compute, format and draw one image; every error becomes a :class:`Failure`."""
-    with warnings.catch_warnings():
-        # Pillow warns about odd but usable files ("Corrupt EXIF data"): they are used as they
-        # are, and a multi-line warning must not land among the output lines.
-        warnings.simplefilter("ignore")
-        return _process_image(index, file, task)
-
-
-def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
-    try:
-        settings = task.job.image
-        loaded = imageio.load_image(
-            file.source,
-            size=settings.size,
-            patch=settings.patch,
-            channels=settings.channels,
-            invert=settings.invert,
-            max_pixels=settings.max_pixels,
-        )
-        values = task.job.compute(loaded.pixels)
-        grid = patch_grid(loaded.pixels.shape[-2:], patch=settings.patch)
-        names = _names(grid)
-        columns = task.job.columns
-        data = b""
-        if task.output is not None:
-            data = writers.format_image(
-                task.output, columns, path=file.path, label=file.label,
-                width=loaded.width, height=loaded.height, grid=grid, names=names, values=values,
-            )  # fmt: skip
-        if task.maps_dir is not None:
-            from soartc_cli import maps
-
-            picture = maps.render_map(
-                loaded.pixels, values, grid=grid, channels=columns.channels or (settings.channels,),
-                transforms=columns.transforms, metrics=columns.metrics, title=file.path,
-            )  # fmt: skip
-            maps.write_map(picture, task.maps_dir, file.path)
-        return ImageResult(
-            index, file.path, file.label, loaded.width, loaded.height, grid, data,
-            values.mean(axis=-1),
-        )  # fmt: skip
-    except InputError as exc:
-        return Failure(index, file.path, str(exc))
-    except MemoryError:
-        return Failure(index, file.path, "out of memory")
-    except OSError as exc:
-        return Failure(index, file.path, f"cannot write its outputs: {exc.strerror or exc}")
-    except Exception as exc:  # a bug must not lose the other images' rows
-        return Failure(index, file.path, f"internal error: {type(exc).__name__}: {exc}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Worker processes
-
-
-def _worker_main(conn, task: Task) -> None:
-    """Worker loop: receive a chunk of ``(index, file)``, send back its outcomes; ``None`` ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for everyone
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's
-    tune_malloc()
-    limit_blas_threads(1)  # forked from a numpy that may have started several BLAS threads
-    conn.send(_READY)
-    while True:
-        try:
-            chunk = conn.recv()
-        except EOFError:
-            return
-        if chunk is None:
-            return
-        conn.send([process_image(index, file, task) for index, file in chunk])
-
-
-_READY = "ready"
-
-
-class WorkerStartError(SoartcError):
-    """A worker process died before it could take any image (for example a broken install)."""
-
-
-class _Worker:
-    """One worker process, its pipe and the tasks sent to it, oldest first."""
-
-    def __init__(self, context, task: Task) -> None:
-        parent, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, task), daemon=True)
-        self.process.start()
-        child.close()
-        self.conn = parent
-        self.busy: deque[list[tuple[int, ImageFile]]] = deque()  # chunks sent, oldest first
-        self.ready = False
-
-    def send(self, chunk: list[tuple[int, ImageFile]]) -> None:
-        self.conn.send(chunk)
-        self.busy.append(chunk)
-
-    def stop(self, *, kill: bool = False) -> None:
-        if kill:
-            self.process.kill()
-        else:
-            try:
-                self.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-        self.process.join(timeout=None if not kill else 5)
-        self.conn.close()
-
-
-def _context():
-    """How to start workers: fork when this process has one thread, else forkserver or spawn.
-
-    A fork starts at once with everything imported (0.2–0.5 s less per run than a fresh
-    interpreter, which counts in batch jobs); forking a process that runs other threads can
-    deadlock the child, so then a start method that begins from a fresh interpreter is used.
-    """
-    import multiprocessing  # only runs with workers need it: 6 ms less start-up for the others
-
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        # The server imports the pipeline once; each worker is a fork of it, ready at once.
-        context.set_forkserver_preload(["soartc_cli.runner", "soartc_cli.features"])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-def _prepare_environment() -> None:
-    """Give worker processes one BLAS thread each (unless the user chose otherwise)."""
-    for name, value in single_thread_environment().items():
-        os.environ.setdefault(name, value)
-
-
-def run_images(
-    files: Sequence[ImageFile],
-    task: Task,
-    *,
-    workers: int = 1,
-    per_worker: int = 2,
-    chunk: int = 8,
-    window: int | None = None,
-) -> Iterator[Outcome]:
-    """Process ``files`` and yield one outcome per file, in input order.
-
-    Parameters
-    ----------
-    files : sequence of ImageFile
-    task : Task
-    workers : int
-        1 runs in this process; more start that many worker processes.
-    per_worker : int
-        Chunks sent ahead to each worker, so that none waits for the next one.
-    chunk : int
-        Consecutive images per message (8): the parent wakes once per chunk, not per image
-        (each wake-up takes a core from a worker when there are as many workers as cores).
-    window : int, optional
-        At most this many images are in flight or waiting to be yielded (default
-        ``4 * workers * per_worker * chunk``): memory stays flat however long ``files`` is.
-
-    Notes
-    -----
-    A worker process that dies (a crash in a decoder) fails only the image it was working on:
-    the images of its chunk are tried again one by one by a new worker, and the one that kills
-    its worker again is reported as a :class:`Failure`; the others' outcomes are not lost.
-    Closing the generator early (or an exception such as KeyboardInterrupt) kills the workers.
-    """
-    if workers <= 1:
-        for index, file in enumerate(files):
-            yield process_image(index, file, task)
-        return
-    from multiprocessing import connection
-
-    window = window or 4 * workers * per_worker * chunk
-    _prepare_environment()
-    context = _context()
-    # A forked child flushes the standard streams when it ends: nothing may wait in them.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pool = [_Worker(context, task) for _ in range(workers)]
-    queue: deque[list[tuple[int, ImageFile]]] = deque()  # chunks to send again, first
-    source = iter(enumerate(files))
-    done: dict[int, Outcome] = {}
-    next_out = 0
-    pending: list[tuple[int, ImageFile]] = []
-    taken = 0  # images taken from ``files`` so far
-    exhausted = False
-    try:
-        while True:
-            while next_out in done:
-                yield done.pop(next_out)
-                next_out += 1
-            # Feed the workers: chunks to retry first, then new ones within the window.
-            for worker in pool:
-                while len(worker.busy) < per_worker:
-                    if queue:
-                        worker.send(queue.popleft())
-                        continue
-                    # Guided sizes: full chunks while much is left, then smaller ones, so that
-                    # no worker idles through the last chunk of another.
-                    left = len(files) - (pending[0][0] if pending else taken)
-                    size = max(1, min(chunk, left // (2 * workers)))
-                    while len(pending) < size and not exhausted:
-                        item = next(source, None)
-                        exhausted = item is None
-                        if item is not None:
-                            pending.append(item)
-                            taken = item[0] + 1
-                    beyond = pending and pending[-1][0] >= next_out + window
-                    if not pending or (beyond and any(w.busy for w in pool)):
-                        break  # (with nothing in flight, a chunk goes out whatever the window)
-                    worker.send(pending)
-                    pending = []
-            if not any(w.busy for w in pool):
-                if not exhausted or pending or queue or done:
-                    raise RuntimeError("the runner stopped with images left")  # never silently
-                break  # nothing in flight, nothing left to send: every outcome was yielded
-            ready = connection.wait([w.conn for w in pool] + [w.process.sentinel for w in pool])
-            for i, worker in enumerate(pool):
-                if worker.conn in ready or worker.process.sentinel in ready:
-                    pool[i] = _collect(worker, done, queue, context, task)
-    finally:
-        for worker in pool:
-            worker.stop(kill=bool(worker.busy) or not exhausted)
-
-
-def _collect(worker: _Worker, done: dict[int, Outcome], queue: deque, context, task: Task):
-    """Take what ``worker`` has sent; replace it when it died. Returns the worker to keep."""
-    try:
-        while worker.conn.poll():
-            message = worker.conn.recv()
-            if message == _READY:
-                worker.ready = True
-                continue
-            worker.busy.popleft()
-            for outcome in message:
-                done[outcome.index] = outcome
-    except (EOFError, OSError):
-        pass
-    alive = worker.process.is_alive()  # asked once: the answer may change between two calls
-    if not worker.ready and not alive:
-        worker.stop(kill=True)
-        raise WorkerStartError(
-            f"a worker process could not start (exit code {worker.process.exitcode}); "
-            "try --workers 1"
-        )
-    if alive:
-        return worker
-    if worker.busy:
-        crashed = worker.busy.popleft()  # the chunk it was working on
-        if len(crashed) == 1:
-            index, file = crashed[0]
-            code = worker.process.exitcode
-            reason = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            done[index] = Failure(index, file.path, f"the worker process crashed on it ({reason})")
-        # Chunks not started go back as they were; a crashed chunk goes back one image at a
-        # time, so that the image that kills a worker is found and only it is lost.
-        queue.extendleft(reversed(worker.busy))
-        queue.extendleft([item] for item in reversed(crashed) if len(crashed) > 1)
-        worker.busy.clear()
-    worker.stop(kill=True)
-    return _Worker(context, task)
-
-
-# ---------------------------------------------------------------------------------------------
-# A whole run: outcomes → output file, terminal rows, failures
+from typing import IO, Any
+
+from soartc_cli import discover, outputs
+from soartc_cli.errors import SoartcError, UsageError
+from soartc_cli.formats import OutputSpec, choose_format
+from soartc_cli.jobs import Failure, ImageResult, Outcome, Task, crashed, process_image
+from soartc_cli.layouts import DEFAULT_POOL
+from soartc_cli.patches import patch_names
+from soartc_cli.record import record_json, run_record
+
+__all__ = ["Interrupted", "RunReport", "RunSettings", "StrictStop", "run", "run_job"]
 
 
 class StrictStop(SoartcError):
@@ -413,22 +34,50 @@ class StrictStop(SoartcError):
 class Interrupted(SoartcError):
     """Ctrl-C or SIGTERM: the run stopped after ``done`` of ``total`` images, output removed."""
 
-    def __init__(self, done: int, total: int) -> None:
-        super().__init__(f"interrupted after {done} of {total} images; no output written")
+    def __init__(self, done: int, total: int, *, kept: str | None = None) -> None:
+        if kept is None:
+            text = f"interrupted after {done} of {total} images; no output written"
+        else:
+            text = (
+                f"interrupted after {done} of {total} images; progress kept in {kept}: "
+                "run the same command with --resume to go on"
+            )
+        super().__init__(text)
         self.done = done
         self.total = total
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The options every image command shares, as given on the command line."""
+
+    inputs: tuple[str, ...]
+    output: str | None = None
+    layout: str = "wide"
+    precision: int = 7
+    pool: tuple[str, ...] = DEFAULT_POOL
+    record: str | None = None
+    maps: str | None = None
+    workers: int | None = None
+    shard: str | None = None
+    strict: bool = False
+    quiet: bool = False
+    recursive: bool = True
+    resume: bool = False
+
+
 @dataclass
 class RunReport:
-    """What a run did: counts, failures, and the terminal-table rows when there was no file."""
+    """What a run did: counts, failures, the terminal-table rows (no file), the job's extras."""
 
     found: int
     processed: int = 0
     failures: list[Failure] = field(default_factory=list)
-    rows: list[writers.TableRow] = field(default_factory=list)
+    rows: list[ImageResult] = field(default_factory=list)
+    extras: list[tuple[str, Any]] = field(default_factory=list)  # (label, extra) per image
     started: str = ""
     finished: str = ""
+    record: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -440,210 +89,503 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def fixed_grid(settings: ImageSettings) -> tuple[int, int] | None:
+def fixed_grid(image) -> tuple[int, int] | None:
     """The patch grid every image has, or None with ``size=0`` (it depends on each image)."""
-    if settings.size == 0:
+    if image.size == 0:
         return None
-    side = settings.size // settings.patch
+    side = image.size // image.patch
     return side, side
 
 
+Notify = Callable[[str], None]
+
+
+def _ignore(_: object) -> None:
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks before any work
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def check_outputs(
+    files: Sequence[discover.ImageFile], settings: RunSettings, *, extra: Sequence[str] = ()
+) -> list[str]:
+    """Refuse any output path that is an input file or would land on one; warn (returned lines)
+    when outputs go inside an input directory.
+
+    Checked: ``-o`` (and where a link points), its run record, ``--record``, the resume files,
+    every picture ``--maps`` would write, and ``extra`` paths (a model file).
+    """
+    paths: list[tuple[str, str]] = []
+    if settings.output not in (None, "-"):
+        from soartc_cli.journal import partial_paths
+
+        paths.append(("--output", settings.output))
+        paths.append(("the run record", outputs.record_path(settings.output)))
+        paths.extend(("--resume", p) for p in partial_paths(settings.output))
+    if settings.record is not None:
+        paths.append(("--record", settings.record))
+    paths.extend(("--output", p) for p in extra)
+    inputs = {os.path.realpath(f.source) for f in files}
+    identities: set[tuple[int, int]] | None = None  # (device, inode): hard links too
+    for option, path in paths:
+        same = os.path.realpath(path) in inputs
+        if not same and os.path.exists(path):
+            if identities is None:
+                identities = {key for f in files if (key := _identity(f.source)) is not None}
+            same = _identity(path) in identities
+        if same:
+            raise UsageError(
+                f"{option} {path} is one of the input images: refusing to overwrite it"
+            )
+    if settings.maps is not None:
+        from soartc_cli.maps import map_filename
+
+        folder = os.path.realpath(settings.maps)
+        for f in files:
+            picture = os.path.join(folder, map_filename(f.path))
+            if picture in inputs:
+                raise UsageError(
+                    f"--maps: the picture of {f.path} would replace the input image {picture}; "
+                    "choose a directory outside the inputs"
+                )
+    warnings = []
+    roots = [os.path.realpath(p) for p in settings.inputs if p != "-" and os.path.isdir(p)]
+    named = [p for _, p in paths if p != "-"] + ([settings.maps] if settings.maps else [])
+    for path in named:
+        real = os.path.realpath(path)
+        if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            warnings.append(f"warning: {path} is inside an input directory")
+    return warnings
+
+
+def _prepare_maps(directory: str, files: Sequence[discover.ImageFile], note: Notify) -> None:
+    """Make the pictures directory, check it is writable, warn of picture-name clashes."""
+    from soartc_cli.maps import MAPS_MARKER, name_collisions
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--maps: cannot make directory {directory}: {exc.strerror}") from None
+    if not os.path.isdir(directory):
+        raise UsageError(f"--maps: {directory} is not a directory")
+    try:
+        with outputs.AtomicFile(os.path.join(directory, MAPS_MARKER)) as marker:
+            marker.write("soartc pictures: soartc never reads this directory as input images\n")
+    except (OSError, SoartcError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"--maps: cannot write into {directory}: {reason}") from None
+    for first, second, name in name_collisions(file.path for file in files):
+        note(f"warning: --maps: {first} and {second} both draw {name}; the later one is kept")
+
+
+def _remove_partial_pictures(directory: str) -> None:
+    """Remove pictures a killed worker left half-written (hidden ``.NAME.png.*.part`` files)."""
+    for path in glob.glob(os.path.join(glob.escape(directory), ".*.png.*.part")):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
 def run_job(
-    files: Sequence[ImageFile],
+    files: Sequence[discover.ImageFile],
     task: Task,
     *,
-    sink: IO[bytes] | None,
+    sink=None,
     workers: int = 1,
     strict: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
+    journal=None,
+    done: Sequence[Outcome] = (),
+    grid: tuple[int, int] | None = None,
 ) -> RunReport:
-    """Process ``files`` and stream their output text to ``sink``, in input order.
+    """Process ``files`` and stream their payloads to ``sink`` (a format's sink), in input order.
 
     Parameters
     ----------
     files : sequence of ImageFile
     task : Task
-        ``task.output`` None collects terminal-table rows instead of text.
-    sink : binary file or None
-        Where the CSV header and rows (or JSON lines) go, UTF-8. The caller makes it atomic.
+        ``task.output`` None collects terminal-table rows instead.
+    sink : Sink, optional
+        Where the header and the payloads go.
     workers : int
     strict : bool
         Raise :class:`StrictStop` at the first failure.
     on_outcome : callable, optional
-        Called with every outcome as it is taken (progress, "skipped" lines).
+        Called with every new outcome as it is taken (progress, "skipped" lines).
+    journal : Journal, optional
+        ``--resume``: every new outcome is also appended to it.
+    done : sequence of Outcome
+        Outcomes of a run being resumed: the first ``len(done)`` files, taken as they are.
+    grid : (rows, cols), optional
+        The patch grid that fixes the wide layout's columns (default: the task's fixed grid,
+        else the first image's).
 
     Raises
     ------
     StrictStop, Interrupted
     """
+    from soartc_cli.pool import imap_ordered
+
     report = RunReport(found=len(files), started=_now())
-    columns = task.job.columns
-    grid = fixed_grid(task.job.image)
-    wide = task.output is not None and task.output.kind == "csv" and task.output.layout == "wide"
-    header_written = False
+    spec: OutputSpec | None = task.output
+    grid = grid or fixed_grid(task.job.image)
+    by_grid = spec is not None and spec.layout.depends_on_grid()
+    begun = False
 
-    def write_header(names: Sequence[str]) -> None:
-        nonlocal header_written
-        if sink is not None and task.output is not None and not header_written:
-            sink.write(writers.header(task.output, columns, names).encode("utf-8"))
-            sink.flush()  # before any worker is forked
-        header_written = True
+    def begin(names: Sequence[str]) -> None:
+        nonlocal begun
+        if sink is not None and not begun:
+            sink.begin(names)
+            sink.stream.flush()  # before any worker is forked
+        begun = True
 
-    if grid is not None or not wide:
-        write_header(patch_names(*grid) if grid is not None else [])
-    outcomes = run_images(files, task, workers=workers)
+    if grid is not None or not by_grid:
+        begin(patch_names(*grid) if grid is not None else [])
+
+    def take(outcome: Outcome, new: bool) -> None:
+        nonlocal grid
+        if isinstance(outcome, ImageResult) and by_grid:
+            if grid is None:
+                grid = outcome.grid
+                begin(patch_names(*grid))
+            elif outcome.grid != grid:
+                outcome = Failure(
+                    outcome.index, outcome.path,
+                    f"its patch grid {outcome.grid[0]}×{outcome.grid[1]} differs from the "
+                    f"first image's {grid[0]}×{grid[1]} (the wide layout needs the same "
+                    "columns in every row; use --size, or --layout long, summary or pooled)",
+                )  # fmt: skip
+        if new and journal is not None:
+            journal.add(outcome)
+        if new and on_outcome is not None:
+            on_outcome(outcome)
+        if isinstance(outcome, Failure):
+            report.failures.append(outcome)
+            if strict:
+                raise StrictStop(f"{outcome.path}: {outcome.error} (--strict: no output written)")
+            return
+        report.processed += 1
+        if outcome.extra is not None:
+            report.extras.append((outcome.label, outcome.extra))
+        if sink is not None:
+            sink.write(outcome.payload)
+        elif spec is None:
+            report.rows.append(outcome)
+
+    for outcome in done:
+        take(outcome, new=False)
+    rest = list(files[len(done) :])
+    results = imap_ordered(
+        process_image, rest, task, on_crash=crashed, workers=min(workers, max(1, len(rest)))
+    )
     try:
-        for outcome in outcomes:
-            if isinstance(outcome, ImageResult) and wide:
-                if grid is None:
-                    grid = outcome.grid
-                    write_header(patch_names(*grid))
-                elif outcome.grid != grid:
-                    outcome = Failure(
-                        outcome.index, outcome.path,
-                        f"its patch grid {outcome.grid[0]}×{outcome.grid[1]} differs from the "
-                        f"first image's {grid[0]}×{grid[1]} (the wide layout needs the same "
-                        "columns in every row; use --size, or --layout long or summary)",
-                    )  # fmt: skip
-            if on_outcome is not None:
-                on_outcome(outcome)
-            if isinstance(outcome, Failure):
-                report.failures.append(outcome)
-                if strict:
-                    raise StrictStop(
-                        f"{outcome.path}: {outcome.error} (--strict: no output written)"
-                    )
-                continue
-            report.processed += 1
-            if sink is not None and task.output is not None:
-                sink.write(outcome.data)
-            else:
-                report.rows.append(
-                    writers.TableRow(
-                        outcome.path, outcome.label, outcome.width, outcome.height, outcome.means
-                    )
-                )
+        for outcome in results:
+            if done:
+                outcome = _shift(outcome, len(done))
+            take(outcome, new=True)
     except KeyboardInterrupt:
-        outcomes.close()
+        results.close()
         raise Interrupted(report.processed + len(report.failures), len(files)) from None
     finally:
-        outcomes.close()
-    write_header([])
+        results.close()
+    begin([])
     report.finished = _now()
     return report
 
 
-def run_to_output(
-    files: Sequence[ImageFile],
-    task: Task,
+def _shift(outcome: Outcome, by: int) -> Outcome:
+    from dataclasses import replace
+
+    return replace(outcome, index=outcome.index + by)
+
+
+def resolve_files(
+    settings: RunSettings, *, stdin: IO | None, on_skip: Callable[[Failure], None]
+) -> tuple[list[discover.ImageFile], list[Failure], list[discover.ImageFile]]:
+    """Discovery and sharding: ``(files of this shard, unreadable inputs, the whole list)``."""
+    shard = discover.parse_shard(settings.shard) if settings.shard is not None else None
+    unreadable: list[Failure] = []
+
+    def cannot_read(path: str, reason: str) -> None:
+        failure = Failure(-1, path, reason)
+        unreadable.append(failure)
+        on_skip(failure)
+
+    everything = discover.discover(
+        list(settings.inputs), recursive=settings.recursive, stdin=stdin, on_error=cannot_read
+    )
+    if settings.strict and unreadable:
+        first = unreadable[0]
+        raise StrictStop(f"{first.path}: {first.error} (--strict: no output written)")
+    files = everything
+    if shard is not None:
+        files = discover.shard(everything, index=shard[0], count=shard[1])
+    return files, unreadable, everything
+
+
+def _first_grid(job, everything: Sequence[discover.ImageFile]) -> tuple[int, int] | None:
+    """With ``--size 0``, the grid of the first readable image of the whole sorted list (read from
+    its header), so that every shard of a run writes the same wide columns."""
+    from soartc_cli.imageio import native_grid
+
+    for file in everything[:64]:
+        try:
+            return native_grid(file.source, patch=job.image.patch, max_pixels=job.image.max_pixels)
+        except SoartcError:
+            continue
+    return None
+
+
+def run(
+    job,
+    settings: RunSettings,
     *,
-    output: str | None,
-    fmt: writers.OutputFormat,
-    settings: dict,
     command: Sequence[str],
     version: str,
-    record: str | None = None,
-    workers: int = 1,
-    strict: bool = False,
-    on_outcome: Callable[[Outcome], None] | None = None,
-    failures: Sequence[Failure] = (),
+    stdin: IO | None = None,
     stdout: IO[bytes] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    on_progress_start: Callable[[int], Any] | None = None,
+    note: Notify = _ignore,
+    spec: OutputSpec | None = None,
+    record_extra: Callable[[RunReport], dict] | None = None,
+    protect: Sequence[str] = (),
 ) -> RunReport:
-    """A whole run with its outputs: the rows to ``output``, then the run record.
+    """One run of an image command with its outputs (SPEC §2, §6, §7, §8).
 
     Parameters
     ----------
-    output : str or None
-        A file (written to a temporary name and renamed when complete; removed on any error or
-        interrupt), ``"-"`` for the binary stream ``stdout``, or None for terminal-table rows.
-    fmt : OutputFormat
-        The format, as the run record states it.
-    settings, command, version :
+    job : SoartcJob, AttentionJob or an inspection job
+    settings : RunSettings
+    command, version :
         What the run record says of the run.
-    record : str, optional
-        Where the run record goes; default ``OUTPUT.meta.json`` for a file output, none else.
-    failures : sequence of Failure
-        Failures found before the run (unreadable directories), counted and recorded too.
+    stdin, stdout :
+        Where ``-`` reads paths from, and the binary stream ``-o -`` writes to.
+    on_outcome : callable, optional
+        Every outcome as it is taken (progress, "skipped" lines); unreadable inputs too.
+    note : callable
+        Warnings (one line each, without the ``soartc:`` prefix).
+    spec : OutputSpec, optional
+        The output format (default: chosen from ``settings``).
+    record_extra : callable, optional
+        Extra keys of the run record, from the finished report (the evaluation of ``score``).
+    protect : sequence of str
+        Further paths the run writes (a model file): refused when they are input images.
+
+    Returns
+    -------
+    RunReport
 
     Raises
     ------
     UsageError
-        The output file cannot be created.
+        A bad option, an output that would overwrite an input, or an output that cannot be made.
     StrictStop, Interrupted
-        As :func:`run_job`; no output file is left.
+        No output file is left (``--resume`` keeps its progress file).
+    WriteError, ClosedPipe
+        Writing the output failed; nothing half-written is left.
     """
+    on_outcome = on_outcome or _ignore
+    if spec is None:
+        spec = choose_format(
+            settings.output, layout=settings.layout, precision=settings.precision,
+            pool=settings.pool,
+        )  # fmt: skip
+    if settings.workers is not None and settings.workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {settings.workers}")
+    if settings.resume and (settings.output in (None, "-")):
+        raise UsageError("--resume needs -o FILE (a regular file to finish into)")
+    if settings.output is not None:
+        outputs.check_output_path(settings.output)
+    if settings.record is not None:
+        directory = os.path.dirname(os.path.abspath(settings.record))
+        if not os.path.isdir(directory):
+            raise UsageError(f"--record: directory of {settings.record} does not exist")
+        if not os.access(directory, os.W_OK):
+            raise UsageError(f"--record: cannot write into {directory}")
+    workers = settings.workers or os.cpu_count() or 1
+    files, unreadable, everything = resolve_files(settings, stdin=stdin, on_skip=on_outcome)
+    for line in check_outputs(files, settings, extra=protect):
+        note(line)
+    if settings.maps is not None:
+        _prepare_maps(settings.maps, files, note)
+    grid = None
+    if spec.layout.depends_on_grid() and job.image.size == 0:
+        grid = _first_grid(job, everything)
+    task = Task(job, spec if settings.output is not None else None, settings.maps)
+    job_settings = job.settings()
+    described = spec.describe() if settings.output is not None else {"format": "table"}
+
+    def make_record(report: RunReport, file: str | None) -> dict:
+        failures = [(f.path, f.error) for f in report.failures]
+        extra: dict[str, Any] = {}
+        if settings.shard is not None:
+            index, count = discover.parse_shard(settings.shard)
+            extra["shard"] = {"index": index, "count": count, "files": len(everything)}
+        if record_extra is not None:
+            extra.update(record_extra(report))
+        return run_record(
+            version=version, command=command, settings=job_settings,
+            output={"file": file, **described}, found=report.found + len(unreadable),
+            processed=report.processed, failures=failures, started=report.started,
+            finished=report.finished, extra=extra,
+        )  # fmt: skip
+
+    if on_progress_start is not None:
+        on_progress_start(len(files))
     try:
-        target = writers.AtomicFile(output, binary=True) if output not in (None, "-") else None
-    except OSError as exc:
-        raise UsageError(f"--output: cannot write {output}: {exc.strerror}") from None
-    sink = target.file if target is not None else (stdout if output == "-" else None)
+        if settings.resume:
+            report = _run_resumable(
+                files, task, settings, spec, workers=workers, grid=grid,
+                on_outcome=on_outcome, make_record=make_record, job_settings=job_settings,
+                unreadable=unreadable,
+            )  # fmt: skip
+        else:
+            report = _run_once(
+                files, task, settings, spec, workers=workers, grid=grid, stdout=stdout,
+                on_outcome=on_outcome, make_record=make_record, unreadable=unreadable,
+            )  # fmt: skip
+    except (KeyboardInterrupt, Interrupted, StrictStop):
+        if settings.maps is not None:
+            _remove_partial_pictures(settings.maps)
+        raise
+    return report
+
+
+def _record_file(settings: RunSettings, target) -> str | None:
+    if settings.record is not None:
+        return settings.record
+    return target.record if target is not None else None
+
+
+def _run_once(files, task, settings, spec, *, workers, grid, stdout, on_outcome, make_record,
+              unreadable) -> RunReport:  # fmt: skip
+    """A run straight into its output (no journal)."""
+    target = None
+    if settings.output is not None:
+        target = outputs.open_target(settings.output, compression=spec.compression, stdout=stdout)
+    sink = spec.format.sink(target.stream, spec, task.job.columns) if target else None
     try:
         report = run_job(
-            files, task, sink=sink, workers=min(workers, max(1, len(files))), strict=strict,
-            on_outcome=on_outcome,
+            files, task, sink=sink, workers=workers, strict=settings.strict,
+            on_outcome=on_outcome, grid=grid,
         )  # fmt: skip
+        report.failures[:0] = unreadable
+        record_file = _record_file(settings, target)
+        report.record = make_record(report, settings.output)
+        if sink is not None:
+            sink.close(report.record)
+        text = record_json(report.record) if record_file is not None else None
+        if target is not None:
+            target.commit(text, record_file)
+        elif record_file is not None:
+            outputs.write_text_atomic(record_file, text)
     except BaseException:
         if target is not None:
             target.discard()
         raise
-    report.failures[:0] = failures
-    if target is not None:
-        target.commit()
-    record_file = record or (writers.record_path(output) if target is not None else None)
-    if record_file is not None:
-        data = run_record(
-            report, settings=settings, output=writers.describe_output(output, fmt),
-            command=command, version=version,
-        )  # fmt: skip
-        writers.write_text_atomic(record_file, writers.record_json(data))
     return report
 
 
-def job_settings(job: Job, *, weights_source: str | None = None, seed: int | None = None) -> dict:
-    """Every setting of a job, for the run record (kernels written out with their values)."""
-    settings: dict[str, object] = {
-        "size": job.image.size,
-        "patch": job.image.patch,
-        "channels": job.image.channels,
-        "invert": job.image.invert,
-        "max_pixels": job.image.max_pixels,
-    }
-    if isinstance(job, SoartcJob):
-        from soartc_cli.transforms import ROTATIONS
+def _run_resumable(files, task, settings, spec, *, workers, grid, on_outcome, make_record,
+                   job_settings, unreadable) -> RunReport:  # fmt: skip
+    """``--resume``: outcomes go to ``FILE.partial`` first; the output is written from it."""
+    import json
 
-        settings["datum"] = {"name": job.datum, "kernel": job.kernels[job.datum].tolist()}
-        settings["transforms"] = [
-            {"name": t, "rotation": t}
-            if t in ROTATIONS
-            else {"name": t, "kernel": job.kernels[t].tolist()}
-            for t in job.transforms
-        ]
-        settings["metrics"] = list(job.metrics)
-    else:
-        k, d = job.weights.shape
-        settings.update(
-            norm=job.norm, weights=weights_source, seed=seed, dim=d, k=k,
-            transforms=["attention"], metrics=list(attention.ATTENTION_METRICS),
+    from soartc_cli.journal import Journal, partial_paths, read_journal
+
+    journal_path, meta_path = partial_paths(settings.output)
+    paths = [f.path for f in files]
+    identity = {"settings": job_settings, "output": spec.describe(), "shard": settings.shard}
+    done: list[Outcome] = []
+    keep = None
+    if os.path.exists(journal_path):
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                before = json.load(f)
+        except (OSError, ValueError):
+            raise UsageError(
+                f"--resume: {meta_path} is missing or unreadable; remove {journal_path} to start "
+                "again"
+            ) from None
+        _check_same_run(before, identity)
+        done, keep = read_journal(journal_path)
+        done_paths = before.get("paths", [])[: len(done)]
+        if [o.path for o in done] != paths[: len(done)] or done_paths != paths[: len(done)]:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(done_paths, paths, strict=False)) if a != b),
+                min(len(done_paths), len(paths)),
+            )
+            raise UsageError(
+                f"--resume: the file list differs from the interrupted run's at position {first} "
+                f"({(done_paths[first : first + 1] or ['(end)'])[0]!r} before, "
+                f"{(paths[first : first + 1] or ['(end)'])[0]!r} now); remove {journal_path} to "
+                "start again"
+            )
+    outputs.write_text_atomic(meta_path, json.dumps({**identity, "paths": paths}) + "\n")
+    journal = Journal(journal_path, keep=keep)
+    try:
+        report = run_job(
+            files, Task(task.job, spec, task.maps_dir), sink=None, workers=workers,
+            strict=settings.strict, on_outcome=on_outcome, journal=journal, done=done, grid=grid,
         )  # fmt: skip
-    return settings
+    except KeyboardInterrupt:
+        journal.close()
+        raise Interrupted(0, len(files), kept=journal_path) from None
+    except Interrupted as exc:
+        journal.close()
+        raise Interrupted(exc.done, exc.total, kept=journal_path) from None
+    except BaseException:
+        journal.close()
+        raise
+    journal.close()
+    # The finished output, from the journal, by the writer a plain run uses.
+    outcomes, _ = read_journal(journal_path)
+    target = outputs.open_target(settings.output, compression=spec.compression)
+    sink = spec.format.sink(target.stream, spec, task.job.columns)
+    try:
+        final = run_job([], Task(task.job, spec), sink=sink, done=outcomes, grid=grid)
+        final.found = len(files)
+        final.started = report.started
+        final.finished = report.finished
+        final.failures[:0] = unreadable
+        final.record = make_record(final, settings.output)
+        sink.close(final.record)
+        target.commit(record_json(final.record), _record_file(settings, target))
+    except BaseException:
+        target.discard()
+        raise
+    for path in (journal_path, meta_path):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return final
 
 
-def run_record(
-    report: RunReport, *, settings: dict, output: dict, command: Sequence[str], version: str
-) -> dict:
-    """The run record of SPEC §6 as a JSON-ready dict."""
-    return {
-        "tool": "soartc",
-        "version": version,
-        "command": list(command),
-        "settings": settings,
-        "output": output,
-        "counts": {
-            "found": report.found,
-            "processed": report.processed,
-            "failed": len(report.failures),
-        },
-        "failures": [{"path": f.path, "error": f.error} for f in report.failures],
-        "started": report.started,
-        "finished": report.finished,
-    }
+def _check_same_run(before: dict, now: dict) -> None:
+    """UsageError naming the first setting that differs between the interrupted run and this one."""
+    for key in ("settings", "output", "shard"):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            for name in sorted(set(old) | set(new)):
+                if old.get(name) != new.get(name):
+                    raise UsageError(
+                        f"--resume: {key} {name!r} differs from the interrupted run's "
+                        f"({old.get(name)!r} before, {new.get(name)!r} now)"
+                    )
+        raise UsageError(f"--resume: {key} differs from the interrupted run's ({old!r} before, "
+                         f"{new!r} now)")  # fmt: skip

@@ -1,0 +1,262 @@
+"""The per-image job: one file → its values, its output payload and its picture, or a failure.
+
+A job (:class:`SoartcJob`, :class:`AttentionJob`, and the inspection jobs of
+:mod:`soartc_cli.inspect`) says what is computed from an image's fitted pixels and what its
+values are called; :func:`process_image` runs one image through load → compute → encode → draw.
+Everything here is picklable: it runs in worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from soartc_cli import attention, imageio
+from soartc_cli.discover import ImageFile
+from soartc_cli.errors import InputError
+from soartc_cli.layouts import Columns, ImageValues
+from soartc_cli.patches import patch_grid, patch_names
+
+__all__ = [
+    "AttentionJob",
+    "Failure",
+    "ImageResult",
+    "ImageSettings",
+    "SoartcJob",
+    "Task",
+    "process_image",
+]
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """The image pipeline of SPEC §2: fit size, patch size, channels, inversion, pixel limit."""
+
+    size: int = 224
+    patch: int = 16
+    channels: str = "luma"
+    invert: bool = False
+    max_pixels: int = 100_000_000
+
+    def settings(self) -> dict[str, object]:
+        """The run record's image settings."""
+        return {
+            "size": self.size,
+            "patch": self.patch,
+            "channels": self.channels,
+            "invert": self.invert,
+            "max_pixels": self.max_pixels,
+        }
+
+
+@dataclass(frozen=True)
+class SoartcJob:
+    """SOARTC / SOART features: transforms (in column order), metrics, datum, kernels in use."""
+
+    image: ImageSettings
+    transforms: tuple[str, ...]
+    metrics: tuple[str, ...]
+    datum: str
+    kernels: dict[str, np.ndarray] = field(compare=False)
+
+    @property
+    def columns(self) -> Columns:
+        """Output names of this job's values."""
+        channels = ("R", "G", "B") if self.image.channels == "rgb" else None
+        return Columns(channels, self.transforms, self.metrics)
+
+    def compute(self, pixels: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` fitted pixels → ``(C, T, M, N)`` float64 values."""
+        from soartc_cli.features import soartc_features
+
+        return soartc_features(
+            pixels,
+            patch=self.image.patch,
+            transforms=self.transforms,
+            datum=self.datum,
+            metrics=self.metrics,
+            kernels=self.kernels,
+        )
+
+    def settings(self) -> dict[str, object]:
+        """Every setting, for the run record (kernels written out with their values)."""
+        from soartc_cli.transforms import ROTATIONS
+
+        out = self.image.settings()
+        out["datum"] = {"name": self.datum, "kernel": self.kernels[self.datum].tolist()}
+        out["transforms"] = [
+            {"name": t, "rotation": t}
+            if t in ROTATIONS
+            else {"name": t, "kernel": self.kernels[t].tolist()}
+            for t in self.transforms
+        ]
+        out["metrics"] = list(self.metrics)
+        return out
+
+
+@dataclass(frozen=True)
+class AttentionJob:
+    """Attention over the patches of an image (SPEC §5): normalisation and projections."""
+
+    image: ImageSettings
+    norm: str
+    weights: attention.Weights = field(compare=False)
+    weights_source: str = "random"
+    seed: int | None = None
+
+    @property
+    def columns(self) -> Columns:
+        """Output names of this job's values (channels are concatenated into each patch row)."""
+        return Columns(None, ("attention",), attention.ATTENTION_METRICS)
+
+    def compute(self, pixels: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` fitted pixels → ``(1, 1, 2, N)`` float64 values (received, entropy)."""
+        return attention.image_attention(
+            pixels, patch=self.image.patch, weights=self.weights, norm=self.norm
+        )
+
+    def settings(self) -> dict[str, object]:
+        """Every setting, for the run record."""
+        k, d = self.weights.shape
+        out = self.image.settings()
+        out.update(
+            norm=self.norm, weights=self.weights_source, seed=self.seed, dim=d, k=k,
+            transforms=["attention"], metrics=list(attention.ATTENTION_METRICS),
+        )  # fmt: skip
+        return out
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a worker needs besides the file: the job and where its outputs go.
+
+    ``output`` is the :class:`~soartc_cli.formats.OutputSpec` whose payload each image makes, or
+    None (terminal tables only: no text is formatted).
+    """
+
+    job: Any
+    output: Any = None
+    maps_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One processed image: names, original size, patch grid, payload and per-patch means.
+
+    ``payload`` is what the output format made of the image (CSV or JSON text as UTF-8 bytes,
+    arrays for Parquet); ``means`` is the ``(C, T, M)`` mean over the patches (terminal tables);
+    ``extra`` is what a job adds (the inspection score).
+    """
+
+    index: int
+    path: str
+    label: str
+    width: int
+    height: int
+    grid: tuple[int, int]
+    payload: Any
+    means: np.ndarray
+    extra: Any = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One image that could not be used, and why."""
+
+    index: int
+    path: str
+    error: str
+
+
+Outcome = ImageResult | Failure
+
+
+@functools.lru_cache(maxsize=64)
+def names_of(grid: tuple[int, int]) -> tuple[str, ...]:
+    """Patch names of a grid, made once per grid size rather than once per image."""
+    return tuple(patch_names(*grid))
+
+
+def process_image(index: int, file: ImageFile, task: Task) -> Outcome:
+    """Load, compute, encode and draw one image; every error becomes a :class:`Failure`."""
+    with warnings.catch_warnings():
+        # Pillow warns about odd but usable files ("Corrupt EXIF data"): they are used as they
+        # are, and a multi-line warning must not land among the output lines.
+        warnings.simplefilter("ignore")
+        return _process_image(index, file, task)
+
+
+def crashed(index: int, file: ImageFile, reason: str) -> Failure:
+    """The outcome of an image whose worker process died on it."""
+    return Failure(index, file.path, f"the worker process crashed on it ({reason})")
+
+
+def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
+    try:
+        settings = task.job.image
+        loaded = imageio.load_image(
+            file.source,
+            size=settings.size,
+            patch=settings.patch,
+            channels=settings.channels,
+            invert=settings.invert,
+            max_pixels=settings.max_pixels,
+        )
+        values = task.job.compute(loaded.pixels)
+        finite_inputs = bool(np.isfinite(loaded.pixels).all())
+        grid = patch_grid(loaded.pixels.shape[-2:], patch=settings.patch)
+        names = names_of(grid)
+        image = ImageValues(file.path, file.label, loaded.width, loaded.height, grid, values)
+        extra = None
+        if hasattr(task.job, "finish"):  # inspection: distances and score from the values
+            image, extra = task.job.finish(image)
+        elif finite_inputs and not np.isfinite(values).any():
+            raise InputError(
+                "every value is NaN or infinite although the pixels are finite "
+                "(kernel or weight values too large?)"
+            )
+        payload = None
+        if task.output is not None:
+            payload = task.output.format.encode(task.output, task.job.columns, image, names)
+        warning = None
+        if task.maps_dir is not None:
+            warning = _draw(task, file, loaded.pixels, image, extra)
+        return ImageResult(
+            index, file.path, file.label, loaded.width, loaded.height, grid, payload,
+            image.values.mean(axis=-1), extra, warning,
+        )  # fmt: skip
+    except InputError as exc:
+        return Failure(index, file.path, str(exc))
+    except MemoryError:
+        return Failure(index, file.path, "out of memory")
+    except OSError as exc:
+        return Failure(index, file.path, f"cannot be read: {exc.strerror or exc}")
+    except Exception as exc:  # a bug must not lose the other images' rows
+        return Failure(index, file.path, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _draw(task: Task, file: ImageFile, pixels, image: ImageValues, extra) -> str | None:
+    """Draw and write the image's picture; a failure costs the picture, never the row."""
+    from soartc_cli import maps
+
+    try:
+        if hasattr(task.job, "draw"):
+            picture = task.job.draw(pixels, image, extra, title=file.path)
+        else:
+            columns = task.job.columns
+            picture = maps.render_map(
+                pixels, image.values, grid=image.grid,
+                channels=columns.channels or (task.job.image.channels,),
+                transforms=columns.transforms, metrics=columns.metrics, title=file.path,
+            )  # fmt: skip
+        maps.write_map(picture, task.maps_dir, file.path)
+    except OSError as exc:
+        return f"--maps: cannot write the picture of {file.path}: {exc.strerror or exc}"
+    except Exception as exc:
+        return f"--maps: cannot draw {file.path}: {type(exc).__name__}: {exc}"
+    return None
