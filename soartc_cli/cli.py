@@ -290,7 +290,7 @@ def _run(job, settings: runner.RunSettings, **extra) -> runner.RunReport:
 
 def _finish(report: runner.RunReport, settings: runner.RunSettings, columns) -> int:
     """Render what a run did: tables without -o, the closing line, the exit code."""
-    if settings.output is None and report.rows:
+    if settings.output is None and report.rows and columns is not None:
         out = output_console()
         rows = report.rows[: tables.TABLE_ROWS]
         for table in tables.summary_tables(rows, columns, width=out.width):
@@ -564,6 +564,150 @@ def _weights(spec: str, *, k: int, dim: int, seed: int) -> attention.Weights:
         raise UsageError(f"--weights: no such file {spec!r} (or use random, identity)") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UsageError(f"--weights: cannot read {spec}: {exc}") from None
+
+
+@app.command("fit")
+def fit_command(
+    inputs: Inputs = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", metavar="MODEL.npz", help="Where the model goes."),
+    ] = None,
+    size: Size = 224,
+    patch: Patch = 16,
+    channels: Channels = "luma",
+    invert: Invert = False,
+    datum: Annotated[
+        str, typer.Option(help="Kernel that makes the standard s.", metavar="NAME")
+    ] = "datum",
+    kernels: Annotated[
+        str | None,
+        typer.Option(help='JSON file of extra kernels: {"name": [[...], ...]}.', metavar="FILE"),
+    ] = None,
+    transforms: Annotated[
+        str, typer.Option(help="Transforms or presets (see 'transforms').", metavar="NAMES")
+    ] = "soartc",
+    metrics: Annotated[
+        str, typer.Option(help="Metrics or presets: soart3, soart2022, rt, all.", metavar="NAMES")
+    ] = "soart3",
+    unit_space: Annotated[
+        str,
+        typer.Option(
+            help="One mean and covariance per patch position, or one shared by every patch.",
+            metavar="position|shared",
+        ),
+    ] = "position",
+    quantile: Annotated[
+        float,
+        typer.Option(help="Quantile of the out-of-fold good scores that sets the threshold."),
+    ] = 0.99,
+    record: Record = None,
+    workers: Workers = None,
+    strict: Strict = False,
+    quiet: Quiet = False,
+    max_pixels: MaxPixels = 100_000_000,
+    no_recursive: NoRecursive = False,
+) -> int:
+    """Learn the unit space of good images (SPEC §10): the model file for 'score'."""
+    from soartc_cli import inspection, unitspace
+
+    if output is None or not output.lower().endswith(".npz"):
+        raise UsageError("fit needs -o MODEL.npz (the model file)")
+    outputs.check_output_path(output)
+    attention.check_choice(unit_space, name="--unit-space", choices=("position", "shared"))
+    if not 0 < quantile <= 1:
+        raise UsageError(f"--quantile must be in (0, 1], not {quantile}")
+    job = _soartc_job(
+        size, patch, channels, invert, max_pixels, datum, kernels, transforms, metrics
+    )
+    settings = runner.RunSettings(
+        tuple(_need_inputs(inputs)), None, record=record, workers=workers, strict=strict,
+        quiet=quiet, recursive=not no_recursive,
+    )  # fmt: skip
+    collector = inspection.FeatureCollector()
+    report = _run(job, settings, sink=collector, protect=[output])
+    features = collector.array()
+    meta = inspection.model_meta(job, names=collector.names or (), version=__version__)
+    model = unitspace.fit_unit_space(features, unit_space=unit_space, quantile=quantile, meta=meta)
+    unitspace.save_model(model, output)
+    record_file = record or outputs.record_path(output)
+    report.record["output"] = {"file": output, "format": "model"}
+    report.record["model"] = {
+        "good_images": len(features), "threshold": model.threshold, "quantile": quantile,
+        "unit_space": unit_space,
+    }  # fmt: skip
+    from soartc_cli.record import record_json
+
+    outputs.write_text_atomic(record_file, record_json(report.record))
+    if not quiet:
+        note(
+            f"soartc: model of {len(features)} good images written to {printable(output)}; "
+            f"threshold {model.threshold:.4g} (quantile {quantile} of out-of-fold scores)"
+        )
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+@app.command("score")
+def score_command(
+    inputs: Inputs = None,
+    model: Annotated[
+        str | None, typer.Option(metavar="MODEL.npz", help="The model 'fit' wrote.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Anomalous above this score (default: the model's threshold)."),
+    ] = None,
+    normal_label: Annotated[
+        str, typer.Option(help="The label of good images, for the evaluation.", metavar="LABEL")
+    ] = "good",
+    output: Output = None,
+    precision: Precision = 7,
+    record: Record = None,
+    maps: Maps = None,
+    workers: Workers = None,
+    shard: Shard = None,
+    resume: Resume = False,
+    strict: Strict = False,
+    quiet: Quiet = False,
+    no_recursive: NoRecursive = False,
+) -> int:
+    """Anomaly scores of images against a model: patch distances, verdicts, AUROC per label."""
+    from soartc_cli import inspection, unitspace
+
+    if model is None:
+        raise UsageError("score needs --model MODEL.npz (made by 'soartc fit')")
+    fitted = unitspace.load_model(model)
+    features = inspection.job_from_model(fitted)
+    limit = fitted.threshold if threshold is None else threshold
+    job = inspection.ScoreJob(features, fitted, float(limit))
+    settings = runner.RunSettings(
+        tuple(_need_inputs(inputs)), output, "score", precision, record=record, maps=maps,
+        workers=workers, shard=shard, strict=strict, quiet=quiet, recursive=not no_recursive,
+        resume=resume,
+    )  # fmt: skip
+    from soartc_cli.formats import choose_format, format_of
+
+    spec = choose_format(output, precision=precision)
+    spec = type(spec)(spec.format, inspection.ScoreLayout(), precision, spec.compression)
+    if output not in (None, "-"):
+        format_of(output)
+
+    def evaluation(report: runner.RunReport) -> dict:
+        labels = [label for label, _ in report.extras]
+        scores = [extra["score"] for _, extra in report.extras]
+        verdicts = [extra["anomalous"] for _, extra in report.extras]
+        result = unitspace.evaluate(scores, labels, verdicts, normal_label=normal_label)
+        return {} if result is None else {"evaluation": result}
+
+    report = _run(job, settings, spec=spec, record_extra=evaluation)
+    if output is None and report.rows:
+        out = output_console()
+        out.print(tables.score_table(report.rows[: tables.TABLE_ROWS], threshold=limit))
+    evaluated = (report.record or {}).get("evaluation") or evaluation(report).get("evaluation")
+    if evaluated and not quiet:
+        out = output_console() if output != "-" else error_console()
+        out.print(tables.evaluation_table(evaluated, normal_label=normal_label))
+    return _finish(report, settings, None)
 
 
 @app.command("transforms")

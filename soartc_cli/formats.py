@@ -107,8 +107,7 @@ class JsonlFormat(Format):
         if not np.isfinite(numbers).all():  # JSON has no NaN or infinity
             for i in np.flatnonzero(~np.isfinite(numbers)):
                 texts[i] = b"null"
-        head = {"path": image.path, "label": image.label, "width": image.width}
-        head["height"] = image.height
+        head = spec.layout.head(image)
         keys = _json_template(spec.layout, columns, tuple(names), _escape)
         return b"".join(
             (json.dumps(head, ensure_ascii=False)[:-1].encode(), b", ", keys % tuple(texts), b"}\n")
@@ -140,7 +139,6 @@ def _json_template(layout: Layout, columns: Columns, names: tuple[str, ...], esc
 #: than CSV), and a group is flushed once it holds this many rows or ``ROW_GROUP_BYTES``.
 ROW_GROUP_ROWS = 4096
 ROW_GROUP_BYTES = 64 << 20
-_INT_COLUMNS = frozenset({"width", "height", "row", "col"})
 
 
 class ParquetSink(Sink):
@@ -158,9 +156,9 @@ class ParquetSink(Sink):
         import pyarrow as pa
 
         fields = []
+        kinds = {"int": pa.int32(), "str": pa.string(), "float": pa.float64()}
         for name in self.spec.layout.key_names(self.columns):
-            kind = pa.int32() if name in _INT_COLUMNS else pa.string()
-            fields.append(pa.field(name, kind))
+            fields.append(pa.field(name, kinds[self.spec.layout.key_type(name)]))
         fields += [
             pa.field(name, pa.float64())
             for name in self.spec.layout.value_names(self.columns, self.names or ())
@@ -225,9 +223,7 @@ class ParquetFormat(Format):
     def encode(self, spec, columns, image, names):
         layout = spec.layout
         if layout.per_image:
-            keys = {"path": [image.path], "label": [image.label]}
-            keys["width"] = [image.width]
-            keys["height"] = [image.height]
+            keys = {name: [value] for name, value in layout.head(image).items()}
             return keys, layout.numbers(columns, image)
         return layout.rows(columns, image, names)
 

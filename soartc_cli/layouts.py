@@ -61,6 +61,7 @@ class ImageValues:
     height: int
     grid: tuple[int, int]
     values: np.ndarray
+    extra: dict | None = None  # a job's per-image key columns (the inspection score)
 
 
 def csv_field(text: str) -> str:
@@ -177,6 +178,15 @@ class Layout:
     def key_names(self, columns: Columns) -> list[str]:
         """Names of the columns before the numbers."""
         return list(HEAD)
+
+    def key_type(self, name: str) -> str:
+        """``"str"``, ``"int"`` or ``"float"``: how a typed format (Parquet) stores a key column."""
+        return "int" if name in ("width", "height", "row", "col") else "str"
+
+    def head(self, image: ImageValues) -> dict[str, object]:
+        """Per-image layouts: the key columns of the image's row."""
+        return {"path": image.path, "label": image.label, "width": image.width,
+                "height": image.height}  # fmt: skip
 
     def header(self, columns: Columns, names: Sequence[str]) -> list[str]:
         """Every column name, in order."""

@@ -363,6 +363,7 @@ def run(
     spec: OutputSpec | None = None,
     record_extra: Callable[[RunReport], dict] | None = None,
     protect: Sequence[str] = (),
+    sink=None,
 ) -> RunReport:
     """One run of an image command with its outputs (SPEC §2, §6, §7, §8).
 
@@ -384,6 +385,9 @@ def run(
         Extra keys of the run record, from the finished report (the evaluation of ``score``).
     protect : sequence of str
         Further paths the run writes (a model file): refused when they are input images.
+    sink : Sink, optional
+        Take the payloads of ``sink.spec`` here instead of an output file (``fit`` collects the
+        features); the run record is then only returned, in ``report.record``.
 
     Returns
     -------
@@ -425,7 +429,9 @@ def run(
     grid = None
     if spec.layout.depends_on_grid() and job.image.size == 0:
         grid = _first_grid(job, everything)
-    task = Task(job, spec if settings.output is not None else None, settings.maps)
+    if sink is not None:
+        spec = sink.spec
+    task = Task(job, spec if settings.output is not None or sink else None, settings.maps)
     job_settings = job.settings()
     described = spec.describe() if settings.output is not None else {"format": "table"}
 
@@ -447,7 +453,14 @@ def run(
     if on_progress_start is not None:
         on_progress_start(len(files))
     try:
-        if settings.resume:
+        if sink is not None:
+            report = run_job(
+                files, task, sink=sink, workers=workers, strict=settings.strict,
+                on_outcome=on_outcome, grid=grid,
+            )  # fmt: skip
+            report.failures[:0] = unreadable
+            report.record = make_record(report, None)
+        elif settings.resume:
             report = _run_resumable(
                 files, task, settings, spec, workers=workers, grid=grid,
                 on_outcome=on_outcome, make_record=make_record, job_settings=job_settings,

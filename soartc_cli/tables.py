@@ -171,6 +171,46 @@ def _transforms_per_table(rows, columns, c: int, m: int, width: int) -> int:
     return 1
 
 
+def score_table(rows: Sequence, *, threshold: float) -> Table:
+    """The ``score`` terminal table: path, label, score, verdict, the worst patch."""
+    from rich.table import Table
+
+    table = Table(title=f"anomaly scores (threshold {threshold:.4g})", title_justify="left")
+    table.add_column("path", overflow="fold", min_width=10, max_width=40)
+    table.add_column("label", overflow="fold", max_width=20)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("anomalous", justify="center", no_wrap=True)
+    table.add_column("patch_max", no_wrap=True)
+    for row in rows:
+        extra = row.extra
+        verdict = "yes" if extra["anomalous"] else "no"
+        table.add_row(_printable(row.path), _printable(row.label), "%.4g" % extra["score"],
+                      verdict, extra["patch_max"])  # fmt: skip
+    return table
+
+
+def evaluation_table(evaluation: dict, *, normal_label: str) -> Table:
+    """The evaluation of ``score`` against the normal images: AUROC, precision, recall."""
+    from rich.table import Table
+
+    table = Table(title=f"evaluation against '{normal_label}' images", title_justify="left")
+    for name in ("label", "images", "AUROC", "precision", "recall"):
+        table.add_column(name, justify="left" if name == "label" else "right")
+
+    def number(value) -> str:
+        return "–" if value is None else "%.3f" % value
+
+    groups = [*evaluation.get("labels", {}).items(), ("all defects", evaluation.get("all", {}))]
+    for label, result in groups:
+        table.add_row(_printable(label), str(result.get("n", "")), number(result.get("auroc")),
+                      number(result.get("precision")), number(result.get("recall")))  # fmt: skip
+    table.caption = (
+        f"{evaluation.get('n_normal', 0)} '{normal_label}' images, "
+        f"{evaluation.get('normal_flagged', 0)} of them flagged anomalous"
+    )
+    return table
+
+
 def _printable(text: str) -> str:
     """Text for a terminal cell: control characters (a newline in a file name) escaped."""
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)

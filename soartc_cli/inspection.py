@@ -1,0 +1,246 @@
+"""Inspection jobs (SPEC §10): ``fit`` collects the good images' patch features through the
+``compute`` pipeline; ``score`` turns each image's features into patch distances and a verdict.
+
+The numbers are :mod:`soartc_cli.unitspace`'s; this module only adapts them to the pipeline: a
+collecting sink for ``fit``, a job and a layout for ``score``, and the model ↔ feature-settings
+round trip (a model whose features this soartc cannot reproduce is refused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from soartc_cli import unitspace
+from soartc_cli.errors import UsageError
+from soartc_cli.formats import Format, OutputSpec, Sink
+from soartc_cli.jobs import ImageSettings, SoartcJob
+from soartc_cli.layouts import HEAD, Columns, ImageValues, Layout, csv_field
+from soartc_cli.numfmt import format_row
+
+__all__ = ["FeatureCollector", "ScoreJob", "ScoreLayout", "job_from_model", "model_meta"]
+
+#: The version of the model's settings text this soartc writes and reads.
+MODEL_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# fit: the good images' features, collected in input order
+
+
+class _FeatureLayout(Layout):
+    """One image → its ``(N, k)`` patch vectors (channel → transform → metric per patch)."""
+
+    name = "features"
+
+    def value_names(self, columns, names):
+        return feature_names(columns)
+
+    def depends_on_grid(self):
+        return True  # every good image must have the same patch grid
+
+
+class _CollectFormat(Format):
+    name = "features"
+    text = False
+
+    def encode(self, spec, columns, image, names):
+        return unitspace.patch_vectors(image.values)
+
+
+class FeatureCollector(Sink):
+    """A sink that keeps every image's ``(N, k)`` patch vectors, in input order."""
+
+    def __init__(self) -> None:
+        super().__init__(_NullStream(), OutputSpec(_CollectFormat(), _FeatureLayout()), None)
+        self.features: list[np.ndarray] = []
+        self.paths: list[str] = []
+
+    def write(self, payload) -> None:
+        self.features.append(np.asarray(payload, dtype=np.float64))
+
+    def close(self, record) -> None:
+        pass
+
+    def array(self) -> np.ndarray:
+        """``(n, N, k)`` float64: the collected features."""
+        if not self.features:
+            return np.empty((0, 0, 0))
+        return np.stack(self.features)
+
+
+class _NullStream:
+    def write(self, data) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def feature_names(columns: Columns) -> list[str]:
+    """Names of a patch vector's k features: ``[{channel}.]{transform}.{metric}``."""
+    prefixes = [""] if columns.channels is None else [f"{c}." for c in columns.channels]
+    return [f"{c}{t}.{m}" for c in prefixes for t in columns.transforms for m in columns.metrics]
+
+
+def model_meta(job: SoartcJob, *, names: Sequence[str], version: str) -> dict:
+    """The settings a model stores: enough to compute the same features again."""
+    return {
+        "model_format": MODEL_FORMAT,
+        "soartc_version": version,
+        "features": job.settings(),
+        "feature_names": feature_names(job.columns),
+        "patch_names": list(names),
+    }
+
+
+def job_from_model(model: unitspace.UnitSpace) -> SoartcJob:
+    """The feature job a model was fitted with; UsageError when it cannot be reproduced."""
+    from soartc_cli.transforms import KERNELS, ROTATIONS
+
+    meta = model.meta or {}
+    if meta.get("model_format") != MODEL_FORMAT:
+        raise UsageError(
+            f"--model: settings format {meta.get('model_format')!r} is not one this soartc reads "
+            f"({MODEL_FORMAT})"
+        )
+    try:
+        settings = meta["features"]
+        image = ImageSettings(
+            int(settings["size"]), int(settings["patch"]), str(settings["channels"]),
+            bool(settings["invert"]), int(settings["max_pixels"]),
+        )  # fmt: skip
+        kernels: dict[str, np.ndarray] = {}
+        datum = settings["datum"]
+        entries = [datum, *settings["transforms"]]
+        for entry in entries:
+            name = entry["name"]
+            if "rotation" in entry:
+                if name not in ROTATIONS:
+                    raise UsageError(f"--model: unknown rotation {name!r}")
+                continue
+            values = np.asarray(entry["kernel"], dtype=np.float64)
+            if name in KERNELS and not np.array_equal(KERNELS[name], values):
+                raise UsageError(
+                    f"--model: kernel {name!r} of the model differs from this soartc's built-in "
+                    "one: its features cannot be reproduced"
+                )
+            kernels[name] = KERNELS[name] if name in KERNELS else values
+        job = SoartcJob(
+            image, tuple(t["name"] for t in settings["transforms"]), tuple(settings["metrics"]),
+            datum["name"], {**KERNELS, **kernels},
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(
+            f"--model: feature settings unreadable ({type(exc).__name__}: {exc})"
+        ) from None
+    if feature_names(job.columns) != list(meta.get("feature_names", [])):
+        raise UsageError("--model: its feature names do not match its settings")
+    if job.image.size == 0 and model.unit_space == "position":
+        pass  # the grid is checked per image against the model's patch count
+    return job
+
+
+# ---------------------------------------------------------------------------------------------
+# score
+
+
+class ScoreLayout(Layout):
+    """``path,label,width,height,score,anomalous,patch_max`` then ``md.{patch}`` (SPEC §10)."""
+
+    name = "score"
+
+    def key_names(self, columns):
+        return [*HEAD, "score", "anomalous", "patch_max"]
+
+    def key_type(self, name):
+        if name == "score":
+            return "float"
+        if name == "anomalous":
+            return "int"
+        return super().key_type(name)
+
+    def head(self, image):
+        return {**super().head(image), **image.extra}
+
+    def value_names(self, columns, names):
+        return [f"md.{p}" for p in names]
+
+    def depends_on_grid(self):
+        return True
+
+    def numbers(self, columns, image):
+        return image.values.ravel()
+
+    def csv(self, columns, image, names, precision):
+        extra = image.extra
+        head = (
+            f"{csv_field(image.path)},{csv_field(image.label)},{image.width},{image.height},"
+            f"%.{precision}g,{extra['anomalous']},{csv_field(extra['patch_max'])}" % extra["score"]
+        )
+        return b"".join((head.encode(), format_row(image.values.ravel(), precision), b"\n"))
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Features as the model's job computes them, then patch distances, score and verdict."""
+
+    features: SoartcJob
+    model: unitspace.UnitSpace = field(compare=False)
+    threshold: float
+
+    @property
+    def image(self) -> ImageSettings:
+        return self.features.image
+
+    @property
+    def columns(self) -> Columns:
+        return Columns(None, ("md",), ("md",))
+
+    def compute(self, pixels: np.ndarray) -> np.ndarray:
+        return self.features.compute(pixels)
+
+    def settings(self) -> dict[str, object]:
+        out = dict(self.features.settings())
+        out.update(
+            unit_space=self.model.unit_space, quantile=self.model.quantile,
+            threshold=self.threshold, model_threshold=self.model.threshold,
+        )  # fmt: skip
+        return out
+
+    def finish(self, image: ImageValues) -> tuple[ImageValues, dict]:
+        """Features → ``(1, 1, 1, N)`` patch distances, with score, verdict and worst patch."""
+        from soartc_cli.errors import InputError
+        from soartc_cli.jobs import names_of
+
+        vectors = unitspace.patch_vectors(image.values)
+        expected = self.model.n_patches
+        if expected is not None and vectors.shape[0] != expected:
+            raise InputError(
+                f"its patch grid has {vectors.shape[0]} patches, the model's {expected} "
+                "(use images of the size the model was fitted on)"
+            )
+        md = unitspace.patch_distances(self.model, vectors)
+        scores, worst = unitspace.image_scores(md)
+        score = float(scores)
+        extra = {
+            "score": score,
+            "anomalous": int(score > self.threshold),
+            "patch_max": names_of(image.grid)[int(worst)],
+        }
+        values = md.reshape(1, 1, 1, -1)
+        scored = ImageValues(
+            image.path, image.label, image.width, image.height, image.grid, values, extra
+        )
+        return scored, extra
+
+    def draw(self, pixels, image: ImageValues, extra: dict, *, title: str):
+        """The score picture: the image with its patch distances on the model's fixed scale."""
+        from soartc_cli import maps
+
+        return maps.render_score_map(
+            pixels, image.values.reshape(image.grid), grid=image.grid,
+            threshold=self.threshold, score=extra["score"], title=title,
+        )  # fmt: skip
