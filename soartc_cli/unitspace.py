@@ -268,7 +268,7 @@ def _gaussian(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     ``z`` is a view into an array the caller owns: it is centred and standardised in place.
     """
-    groups, m, k = z.shape
+    _, m, k = z.shape
     means = z.mean(axis=1)
     z -= means[:, None, :]
     sigma = np.sqrt(np.einsum("gmk,gmk->gk", z, z) / m)
