@@ -746,3 +746,309 @@ def write_map(image: Image.Image, directory: str | os.PathLike[str], path: str) 
         # Level 1: flat heat-map colours compress well even so, and it is several times faster.
         image.save(handle.file, format="PNG", compress_level=1)
     return target
+
+
+# -- score maps (SPEC §10, `soartc score --maps`) -------------------------------------------
+
+SCORE_ALPHA = 0.5  # weight of the MD colour over the fitted image in the overlay
+SCORE_GAP = 28  # between the overlay and the MD grid
+OUTLINE_RGB = (255, 40, 40)  # the outline of the highest patch
+OUTLINE_WIDTH = 2
+VERDICT_RGB = {"anomalous": (190, 30, 30), "good": (30, 120, 60)}
+_VERDICT_TEXT_RGB = (255, 255, 255)
+_SCORE_CAPTION_TEMPLATE = "outlined: the highest patch, r000c000 (MD -0.0008888)"
+_SCORE_SCALE_NOTE = "one scale for every image: MD 0 to 2 x threshold; higher: top colour"
+
+
+@dataclass(frozen=True)
+class ScoreMapLayout:
+    """The geometry of one score map, from the image shape and the patch grid only.
+
+    Attributes
+    ----------
+    width, height : int
+        Size of the picture in pixels.
+    grid : (int, int)
+        Patch rows and columns.
+    cell : int
+        Side of one cell of the MD grid, in pixels.
+    title : Box
+        The first line: the image's path.
+    verdict : Box
+        The coloured badge with the verdict, at the start of the second line.
+    summary : Box
+        The rest of the second line: score and threshold.
+    image_label, cells_label : Box
+        Headings above the overlay and the MD grid.
+    image : Box
+        The fitted image with the MD overlay.
+    cells : Box
+        The MD grid, one square cell per patch.
+    bar, numbers : Box
+        The colour bar under both panels (0 to 2 × threshold, left to right) and its numbers.
+    caption : Box
+        Lines of text under the numbers.
+    """
+
+    width: int
+    height: int
+    grid: tuple[int, int]
+    cell: int
+    title: Box
+    verdict: Box
+    summary: Box
+    image_label: Box
+    cells_label: Box
+    image: Box
+    cells: Box
+    bar: Box
+    numbers: Box
+    caption: Box
+
+    def cell_box(self, patch: int) -> Box:
+        """The pixels of patch ``patch`` (row-major) in the MD grid."""
+        row, col = self._row_col(patch)
+        left, top = self.cells[:2]
+        c = self.cell
+        return (left + col * c, top + row * c, left + (col + 1) * c, top + (row + 1) * c)
+
+    def image_cell_box(self, patch: int) -> Box:
+        """The pixels of patch ``patch`` (row-major) in the overlay on the fitted image."""
+        row, col = self._row_col(patch)
+        ys, xs = _edges(self.image, self.grid)
+        left, top = self.image[:2]
+        return (left + xs[col], top + ys[row], left + xs[col + 1], top + ys[row + 1])
+
+    def _row_col(self, patch: int) -> tuple[int, int]:
+        rows, cols = self.grid
+        if not 0 <= patch < rows * cols:
+            raise IndexError(f"patch must be in [0, {rows * cols}): got {patch}")
+        return divmod(patch, cols)
+
+
+def _edges(box: Box, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Patch boundaries inside ``box``: (rows + 1,) and (cols + 1,) pixel offsets."""
+    height, width = box[3] - box[1], box[2] - box[0]
+    rows, cols = grid
+    ys = np.rint(np.arange(rows + 1) * height / rows).astype(np.intp)
+    xs = np.rint(np.arange(cols + 1) * width / cols).astype(np.intp)
+    return ys, xs
+
+
+def score_map_layout(*, image_shape: Sequence[int], grid: tuple[int, int]) -> ScoreMapLayout:
+    """Place the parts of a score map (see :func:`render_score_map`).
+
+    Parameters
+    ----------
+    image_shape : (3,) sequence of int
+        ``(C, H, W)`` of the fitted image, C = 1 or 3.
+    grid : (int, int)
+        Patch rows and columns.
+
+    Returns
+    -------
+    ScoreMapLayout
+        Depends only on the arguments, so every score map of a run has the same size. The MD
+        grid is as large as the shown image (cells of ``IMAGE_SIDE // max(rows, cols)`` pixels,
+        at least 1).
+    """
+    shape = tuple(int(n) for n in image_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 1:
+        raise ValueError(f"image_shape must be (C, H, W) with C = 1 or 3: got {shape}")
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be (rows, cols), both at least 1: got {grid}")
+    return _score_layout(shape, (int(grid[0]), int(grid[1])))
+
+
+@functools.lru_cache(maxsize=8)
+def _score_layout(image_shape: tuple[int, int, int], grid: tuple[int, int]) -> ScoreMapLayout:
+    rows, cols = grid
+    title_font, heading_font = _font(TITLE_SIZE), _font(HEADING_SIZE)
+    label_font, number_font = _font(LABEL_SIZE), _font(NUMBER_SIZE)
+    title_h, heading_h = _line_height(title_font), _line_height(heading_font)
+    label_h, number_h = _line_height(label_font), _line_height(number_font)
+
+    image_h, image_w = _display_size(*image_shape[1:])
+    cell = max(1, IMAGE_SIDE // max(rows, cols))
+    cells_w, cells_h = cols * cell, rows * cell
+    captions = (_SCORE_SCALE_NOTE, _SCORE_CAPTION_TEMPLATE, _NAN_NOTE)
+    panels_w = image_w + SCORE_GAP + cells_w
+    text_w = max(
+        _text_width(label_font, line) for line in (*captions, *_caption_lines(image_shape, grid))
+    )
+    width = MARGIN + max(panels_w, text_w, 2 * IMAGE_SIDE) + MARGIN
+
+    title = (MARGIN, MARGIN, width - MARGIN, MARGIN + title_h)
+    line2 = title[3] + 6
+    badge_w = max(_text_width(heading_font, v) for v in VERDICT_RGB) + 12
+    verdict = (MARGIN, line2, MARGIN + badge_w, line2 + heading_h + 4)
+    summary = (verdict[2] + 10, line2 + 2, width - MARGIN, line2 + 2 + heading_h)
+    labels_top = verdict[3] + 12
+    left = MARGIN + (width - 2 * MARGIN - panels_w) // 2
+    panels_top = labels_top + label_h + LABEL_GAP
+    panels_h = max(image_h, cells_h)
+    image = (left, panels_top, left + image_w, panels_top + image_h)
+    cells_left = image[2] + SCORE_GAP
+    cells = (cells_left, panels_top, cells_left + cells_w, panels_top + cells_h)
+    image_label = (image[0], labels_top, image[2], labels_top + label_h)
+    cells_label = (cells[0], labels_top, cells[2], labels_top + label_h)
+    bar_top = panels_top + panels_h + 10
+    bar = (left, bar_top, left + panels_w, bar_top + 2 * BAR_HEIGHT)
+    numbers = (left, bar[3] + NUMBER_GAP, left + panels_w, bar[3] + NUMBER_GAP + number_h)
+    caption_top = numbers[3] + 10
+    caption = (MARGIN, caption_top, width - MARGIN, caption_top + len(captions) * label_h)
+    height = caption[3] + MARGIN
+    return ScoreMapLayout(
+        width=width,
+        height=height,
+        grid=grid,
+        cell=cell,
+        title=title,
+        verdict=verdict,
+        summary=summary,
+        image_label=image_label,
+        cells_label=cells_label,
+        image=image,
+        cells=cells,
+        bar=bar,
+        numbers=numbers,
+        caption=caption,
+    )
+
+
+def _outline(canvas: np.ndarray, box: Box) -> None:
+    """An ``OUTLINE_WIDTH`` frame just inside ``box`` (skipped when the box is too small)."""
+    left, top, right, bottom = box
+    w = OUTLINE_WIDTH
+    if min(right - left, bottom - top) < 2 * w + 2:
+        return
+    canvas[top : top + w, left:right] = OUTLINE_RGB
+    canvas[bottom - w : bottom, left:right] = OUTLINE_RGB
+    canvas[top:bottom, left : left + w] = OUTLINE_RGB
+    canvas[top:bottom, right - w : right] = OUTLINE_RGB
+
+
+def render_score_map(
+    pixels: np.ndarray,
+    md: np.ndarray,
+    *,
+    grid: tuple[int, int],
+    threshold: float,
+    score: float,
+    title: str = "",
+) -> Image.Image:
+    """Draw the score map of one image: the patch MD over the fitted image and as a grid.
+
+    Parameters
+    ----------
+    pixels : (C, H, W) ndarray
+        The fitted image, C = 1 (luma, shown grey) or 3 (R, G, B), values clipped to [0, 1].
+    md : (N,) ndarray
+        Patch distances (row-major), ``N = rows · cols``; NaN allowed (drawn grey).
+    grid : (int, int)
+        Patch rows and columns.
+    threshold : float
+        The model's threshold (positive, finite): it fixes the colour scale.
+    score : float
+        The image score; the verdict is ``anomalous`` when ``score > threshold``, else ``good``.
+    title : str
+        The first line (the image's path), shortened in the middle when too long.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``RGB``, of the size given by :func:`score_map_layout`.
+
+    Notes
+    -----
+    One fixed scale for every image of a run, so that pictures compare: an MD ``v`` is
+    coloured ``VIRIDIS[round(255 · clip(v / (2 · threshold), 0, 1))]`` (above ``2 × threshold``:
+    the top colour; NaN: ``NAN_RGB``). The overlay mixes that colour into the shown image with
+    weight ``SCORE_ALPHA``: ``round((1 − α) · pixel + α · colour)``. The patch with the largest
+    MD (the first on ties) is outlined in ``OUTLINE_RGB`` in both panels. The colour bar under
+    them is labelled 0, the threshold (at its middle, with a tick) and ``2 × threshold``.
+    """
+    pixels = np.asarray(pixels)
+    md = np.asarray(md, dtype=np.float64)
+    if pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
+        raise ValueError(f"pixels must be (C, H, W) with C = 1 or 3: got shape {pixels.shape}")
+    rows, cols = (int(n) for n in grid)
+    if md.shape != (rows * cols,):
+        raise ValueError(f"md must be (rows * cols,) = ({rows * cols},): got shape {md.shape}")
+    threshold = float(threshold)
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be a positive finite number: got {threshold}")
+    lay = score_map_layout(image_shape=pixels.shape, grid=(rows, cols))
+    canvas = np.full((lay.height, lay.width, 3), _BACKGROUND, dtype=np.uint8)
+
+    colours = viridis(md / (2.0 * threshold)).reshape(rows, cols, 3)
+
+    # The overlay: each shown pixel takes the colour of the patch it lies in.
+    left, top, right, bottom = lay.image
+    shown = _image_rgb(pixels, bottom - top, right - left).astype(np.float32)
+    ys, xs = _edges(lay.image, (rows, cols))
+    row_of = np.searchsorted(ys, np.arange(bottom - top), side="right") - 1
+    col_of = np.searchsorted(xs, np.arange(right - left), side="right") - 1
+    over = colours[row_of][:, col_of].astype(np.float32)
+    blended = (shown * (1.0 - SCORE_ALPHA) + over * SCORE_ALPHA + 0.5).astype(np.uint8)
+    _draw_patch_grid(blended, (rows, cols))
+    canvas[top:bottom, left:right] = blended
+    _frame(canvas, lay.image)
+
+    # The grid of cells.
+    x0, y0, x1, y1 = lay.cells
+    c = lay.cell
+    canvas[y0:y1, x0:x1].reshape(rows, c, cols * c, 3)[...] = np.repeat(colours, c, axis=1)[:, None]
+    _frame(canvas, lay.cells)
+
+    finite = np.isfinite(md)
+    highest = int(np.argmax(np.where(finite, md, -np.inf))) if finite.any() else None
+    if highest is not None:
+        _outline(canvas, lay.cell_box(highest))
+        _outline(canvas, lay.image_cell_box(highest))
+
+    bx0, by0, bx1, by1 = lay.bar
+    canvas[by0:by1, bx0:bx1] = VIRIDIS[np.rint(np.linspace(0.0, 255.0, bx1 - bx0)).astype(np.intp)]
+    _frame(canvas, lay.bar)
+    middle = (bx0 + bx1) // 2
+    canvas[by0 - 3 : by1 + 3, middle - 1 : middle + 1] = _TITLE_RGB
+
+    image = Image.fromarray(canvas, mode="RGB")
+    draw = ImageDraw.Draw(image)
+    title_font, heading_font = _font(TITLE_SIZE), _font(HEADING_SIZE)
+    label_font, number_font = _font(LABEL_SIZE), _font(NUMBER_SIZE)
+    if title:
+        fitted = _fit_text(title_font, title, lay.title[2] - lay.title[0])
+        _draw_text(draw, lay.title, fitted, title_font, _TITLE_RGB, align="left")
+    verdict = "anomalous" if score > threshold else "good"
+    draw.rectangle(
+        [lay.verdict[0], lay.verdict[1], lay.verdict[2] - 1, lay.verdict[3] - 1],
+        fill=VERDICT_RGB[verdict],
+    )
+    _draw_text(draw, lay.verdict, verdict, heading_font, _VERDICT_TEXT_RGB, middle=True)
+    relation = ">" if verdict == "anomalous" else "<="
+    summary = f"score {_format_number(score)} {relation} threshold {_format_number(threshold)}"
+    _draw_text(draw, lay.summary, summary, heading_font, _TITLE_RGB, align="left")
+    _draw_text(draw, lay.image_label, "fitted image + patch MD", label_font, _TEXT_RGB)
+    _draw_text(draw, lay.cells_label, "patch MD", label_font, _TEXT_RGB)
+    _draw_text(draw, lay.numbers, "0", number_font, _MUTED_RGB, align="left")
+    _draw_text(draw, lay.numbers, f"threshold {_format_number(threshold)}", number_font, _TITLE_RGB)
+    _draw_text(
+        draw, lay.numbers, _format_number(2.0 * threshold), number_font, _MUTED_RGB, align="right"
+    )
+    lines = [_SCORE_SCALE_NOTE]
+    if highest is not None:
+        from soartc_cli.patches import patch_names
+
+        name = patch_names(rows, cols)[highest]
+        lines.append(f"outlined: the highest patch, {name} (MD {_format_number(md[highest])})")
+    if not finite.all():
+        lines.append(_NAN_NOTE)
+    line_h = _line_height(label_font)
+    for i, line in enumerate(lines):
+        box = (lay.caption[0], lay.caption[1] + i * line_h, lay.caption[2], lay.caption[3])
+        _draw_text(draw, box, line, label_font, _MUTED_RGB, align="left")
+    return image
+
+
+__all__ += ["ScoreMapLayout", "render_score_map", "score_map_layout"]
