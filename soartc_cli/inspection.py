@@ -241,6 +241,6 @@ class ScoreJob:
         from soartc_cli import maps
 
         return maps.render_score_map(
-            pixels, image.values.reshape(image.grid), grid=image.grid,
+            pixels, image.values.ravel(), grid=image.grid,
             threshold=self.threshold, score=extra["score"], title=title,
         )  # fmt: skip

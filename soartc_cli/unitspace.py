@@ -629,7 +629,7 @@ def save_model(model: UnitSpace, path_or_file: str | os.PathLike[str] | IO[bytes
     arrays["format"] = np.array(FORMAT)
     arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
     if isinstance(path_or_file, (str, os.PathLike)):
-        from soartc_cli.writers import AtomicFile
+        from soartc_cli.outputs import AtomicFile
 
         with AtomicFile(path_or_file, binary=True) as handle:
             np.savez(handle.file, **arrays)
