@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -269,6 +270,16 @@ def known_suffixes() -> list[str]:
     return out
 
 
+def _is_stream(path: str) -> bool:
+    """True when ``path`` exists and is neither a regular file nor a directory (a device, a
+    named pipe, a socket): written in order like standard output, whatever its name."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def format_of(path: str) -> tuple[Format, str | None]:
     """The format and compression a file name asks for; UsageError listing the known suffixes."""
     name = os.path.basename(path).lower()
@@ -281,6 +292,9 @@ def format_of(path: str) -> tuple[Format, str | None]:
             if compression and not fmt.text:
                 break
             return fmt, compression
+    else:
+        if _is_stream(path):  # /dev/null, a named pipe: CSV, as on standard output
+            return FORMATS["csv"], compression
     raise UsageError(
         f"--output: cannot tell the format of {path!r} by its suffix; known: "
         + ", ".join(known_suffixes())

@@ -129,13 +129,19 @@ def test_not_a_weights_file(folder, tmp_path):
     assert "cannot read" in result.stderr
 
 
+def _visible(directory):
+    """The names in ``directory`` a user sees (the hidden ``.soartc-maps`` marker left out)."""
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+
 @pytest.mark.parametrize("command", ["compute", "attention"])
 def test_maps_are_written_for_every_image(folder, tmp_path, command):
     out = tmp_path / "maps"
     result = invoke(command, folder, "--maps", out, "--size", 32, "--patch", 8, "--workers", 1,
                     "-o", tmp_path / "res.csv")  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["two.png", "x__one.png"]
+    assert _visible(out) == ["two.png", "x__one.png"]
+    assert (out / maps.MAPS_MARKER).is_file()  # the hidden marker: never read as input images
     transforms = ("attention",) if command == "attention" else (
         "bend1", "bend2", "bend3", "bend4", "line1", "line2")  # fmt: skip
     metrics = ("received", "entropy") if command == "attention" else ("beta", "delta", "distance")
@@ -154,4 +160,4 @@ def test_maps_name_collisions_are_announced(tmp_path):
                     "--workers", 1, "-o", tmp_path / "out.csv")  # fmt: skip
     assert result.exit_code == 0
     assert "a.jpg and a.png both draw a.png" in result.stderr
-    assert [p.name for p in (tmp_path / "maps").iterdir()] == ["a.png"]
+    assert _visible(tmp_path / "maps") == ["a.png"]
