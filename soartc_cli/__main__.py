@@ -13,23 +13,30 @@ def main() -> None:
     every run — a tenth of a batch of 400 images. Every file soartc writes is closed by the time
     the app returns, so the process flushes its standard streams and exits without it.
     """
-    prepare_process()
-    from soartc_cli.cli import app
-
     code = 0
     try:
+        prepare_process()
+        from soartc_cli.cli import app
+
         app(prog_name="soartc")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    try:
-        sys.stdout.flush()
-    except (BrokenPipeError, OSError, ValueError):
-        code = code or 1
-    try:
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    except KeyboardInterrupt:  # Ctrl-C before the app took over (while numpy was loading)
+        _write_error("soartc: error: interrupted\n")
+        code = 130
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, OSError, ValueError, AttributeError):  # closed, or None
+            code = code or (1 if stream is sys.stdout else 0)
     os._exit(code)
+
+
+def _write_error(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -278,11 +278,16 @@ def _run(job, settings: runner.RunSettings, **extra) -> runner.RunReport:
     if settings.output == "-" and sys.stdout is not None:
         sys.stdout.flush()
     show = not settings.quiet and sys.stderr.isatty()
+
+    def warn(line: str) -> None:
+        if not settings.quiet:
+            note("soartc: " + printable(line))
+
     with _progress(show=show) as (start, on_outcome):
         report = runner.run(
             job, settings, command=["soartc", *_ARGV], version=__version__, stdin=sys.stdin,
             on_outcome=on_outcome, on_progress_start=start,
-            note=(lambda line: None) if settings.quiet else (lambda line: note("soartc: " + line)),
+            note=warn,
             **extra,
         )  # fmt: skip
     return report
@@ -300,7 +305,10 @@ def _finish(report: runner.RunReport, settings: runner.RunSettings, columns) -> 
                 f"soartc: {len(report.rows) - tables.TABLE_ROWS} more images not shown; "
                 "-o FILE writes them all"
             )
-    if report.found == 0 and not report.failures:
+    if report.empty_shard:
+        if not settings.quiet:
+            note(f"soartc: shard {settings.shard} holds no file (fewer files than shards)")
+    elif report.found == 0 and not report.failures:
         note("soartc: no image files found in " + ", ".join(map(printable, settings.inputs)))
     elif not settings.quiet:
         note(

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from soartc_cli._startup import limit_blas_threads, single_thread_environment, tune_malloc
@@ -40,11 +41,27 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+@contextmanager
+def _signals_held():
+    """Block SIGINT and SIGTERM in this thread for the block; pending ones arrive after it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError):  # no pthread_sigmask: nothing to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _worker_main(conn, function: Function, common: Any, parent: int) -> None:
     """Worker loop: receive a chunk of ``(index, item)``, send back its results; ``None`` ends."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for everyone
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # held at the fork
     tune_malloc()
     limit_blas_threads(1)  # forked from a numpy that may have started several BLAS threads
     conn.send(_READY)
@@ -71,7 +88,11 @@ class _Worker:
     def __init__(self, context, job: tuple) -> None:
         parent, child = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(child, *job), daemon=True)
-        self.process.start()
+        # Ctrl-C and SIGTERM wait while the worker is forked: a signal taken by the child before
+        # it set its own handlers ("Exception ignored in _after_fork … KeyboardInterrupt") or by
+        # the parent half-way through a start would leave a worker that nobody stops.
+        with _signals_held():
+            self.process.start()
         child.close()
         self.conn = parent
         self.busy: deque[list[tuple[int, Any]]] = deque()  # chunks sent, oldest first

@@ -78,11 +78,13 @@ class RunReport:
     started: str = ""
     finished: str = ""
     record: dict | None = None
+    empty_shard: bool = False  # this shard of a non-empty list holds no file: not an error
 
     @property
     def ok(self) -> bool:
-        """True when images were found and every one of them was processed."""
-        return self.found > 0 and not self.failures
+        """True when images were found and every one of them was processed (or the shard of a
+        non-empty file list is empty)."""
+        return (self.found > 0 or self.empty_shard) and not self.failures
 
 
 def _now() -> str:
@@ -475,6 +477,7 @@ def run(
         if settings.maps is not None:
             _remove_partial_pictures(settings.maps)
         raise
+    report.empty_shard = not files and bool(everything)
     return report
 
 
