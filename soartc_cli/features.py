@@ -14,7 +14,7 @@ import numpy as np
 
 from soartc_cli.errors import InputError, UsageError
 from soartc_cli.patches import patch_grid
-from soartc_cli.rt import METRIC_PRESETS, _compare, _finish, check_metrics
+from soartc_cli.rt import METRIC_PRESETS, METRICS_REGISTRY, check_metrics, compare_prepared
 from soartc_cli.transforms import KERNELS, ROTATIONS, TRANSFORM_PRESETS, check_kernels
 
 __all__ = ["soartc_features"]
@@ -65,15 +65,18 @@ def _plan_key(patch, transforms, datum, metrics, kernels) -> tuple:
             raise TypeError  # not cached: check_kernels reports it
         arrays.append((name, kernel.dtype.str, kernel.shape, kernel.tobytes()))
     membership = tuple(name in kernels for name in transforms)
-    return (type(patch), patch, transforms, membership, datum, metrics, tuple(arrays))
+    # The registered metric objects too: a metric unregistered or replaced is checked again.
+    registered = tuple(METRICS_REGISTRY.get(name) for name in metrics)
+    return (type(patch), patch, transforms, membership, datum, metrics, registered, tuple(arrays))
 
 
 def _plan(patch, transforms, datum, metrics, kernels) -> _Plan:
     """Check the arguments and derive the plan; cached on names and kernel values.
 
     A cache hit skips the checks: the key holds everything they depend on (the patch and its
-    type, the names, which transforms are kernels, and the dtype, shape and bytes of every
-    kernel used), so a kernel that changes under the same name is a different key.
+    type, the names, which transforms are kernels, the registered metrics, and the dtype, shape
+    and bytes of every kernel used), so a kernel that changes under the same name is a different
+    key, and so is a metric registered or unregistered at run time.
     """
     try:
         key = _plan_key(patch, transforms, datum, metrics, kernels)
@@ -218,7 +221,8 @@ def soartc_features(
     datum : str, optional
         Name of the datum kernel ``D`` in ``kernels``. Default ``"datum"``.
     metrics : sequence of str, optional
-        Metric names of :data:`~soartc_cli.rt.METRICS`, in output order. Default: ``soart3``.
+        Metric names of :data:`~soartc_cli.rt.METRICS_REGISTRY`, in output order. Default:
+        ``soart3``.
     kernels : mapping of str to ndarray, optional
         Built-in and user kernels, merged by the caller. Default: the built-in bank.
 
@@ -285,15 +289,12 @@ def soartc_features(
                 np.copyto(measured[slot], np.moveaxis(turned, 1, -1))
             measured = measured.reshape(len(turns), channels, patch * patch, count)
             if plan.turns_slice is not None:
-                _compare(
-                    standard,
-                    measured,
-                    metrics,
-                    axis=-2,
-                    out=by_metric[:, plan.turns_slice, :, done],
-                )
+                target = by_metric[:, plan.turns_slice, :, done]
+                compare_prepared(standard, measured, metrics, axis=-2, out=target)
             else:
-                by_metric[:, turns, :, done] = _compare(standard, measured, metrics, axis=-2)
+                by_metric[:, turns, :, done] = compare_prepared(
+                    standard, measured, metrics, axis=-2
+                )
 
     return result
 
@@ -301,25 +302,19 @@ def soartc_features(
 def _kernel_parts(x: np.ndarray, plan: _Plan, by_metric: np.ndarray, done: slice) -> None:
     """The metrics of the kernel parts of patches ``x`` into ``by_metric[:, parts, :, done]``.
 
-    ``⟨s, s⟩`` and every ``⟨s, m⟩`` come from one pass over all the correlations, and so do
-    Σs and every Σm; :func:`~soartc_cli.rt._finish` does the rest.
+    ``⟨s, s⟩`` and every ``⟨s, m⟩`` come from one pass over all the correlations;
+    :func:`~soartc_cli.rt.compare_prepared` does the rest.
     """
     corr = _correlate(x, plan.weights, plan.shape)  # (kernels, C, L, n)
     standard = corr[0]
     rows = plan.part_slice if plan.part_slice is not None else plan.part_rows
     measured = corr[rows]  # a view in the usual case (consecutive rows)
     dots = np.einsum("kcln,cln->kcn", corr, standard)  # ⟨s, s⟩ and every ⟨s, m⟩
-    sums = None
-    if "delta" in plan.metrics:
-        sums = np.ones(corr.shape[-2]) @ corr  # Σs and every Σm
-    stats = {
-        "ss": dots[0],
-        "sm": dots[rows],
-        "sum_s": None if sums is None else sums[0],
-        "sum_m": None if sums is None else sums[rows],
-    }
+    stats = {"axis": -2, "ss": dots[0], "sm": dots[rows]}
     if plan.parts_slice is not None:
         target = by_metric[:, plan.parts_slice, :, done]
-        _finish(standard, measured, plan.metrics, -2, out=target, **stats)
+        compare_prepared(standard, measured, plan.metrics, out=target, **stats)
     else:
-        by_metric[:, plan.parts, :, done] = _finish(standard, measured, plan.metrics, -2, **stats)
+        by_metric[:, plan.parts, :, done] = compare_prepared(
+            standard, measured, plan.metrics, **stats
+        )

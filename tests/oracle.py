@@ -21,31 +21,70 @@ ROTATION_FUNCTIONS = {
 }
 
 
+# Each metric of SPEC §4 as a function of (s, m), two lists of Python floats of length k. A test
+# adds the branch of a metric it registers with ``monkeypatch.setitem(ORACLE_METRICS, name, f)``.
+
+
+def beta(s, m):
+    """β = ⟨s, m⟩ / ⟨s, s⟩; 1 when ⟨s, s⟩ ≤ 1e-12."""
+    ss = math.fsum(a * a for a in s)
+    sm = math.fsum(a * b for a, b in zip(s, m, strict=True))
+    return sm / ss if ss > 1e-12 else 1.0
+
+
+def residual(s, m):
+    """e = m − β s."""
+    b = beta(s, m)
+    return [y - b * x for x, y in zip(s, m, strict=True)]
+
+
+def delta(s, m):
+    """Σm / Σs − β; 0 when |Σs| ≤ 1e-12."""
+    total_s = math.fsum(s)
+    return math.fsum(m) / total_s - beta(s, m) if abs(total_s) > 1e-12 else 0.0
+
+
+def distance(s, m):
+    """mean |e|."""
+    return math.fsum(abs(v) for v in residual(s, m)) / len(s)
+
+
+def noise(s, m):
+    """√(Σ e² / (k − 1)); NaN when k = 1."""
+    k = len(s)
+    return math.sqrt(math.fsum(v * v for v in residual(s, m)) / (k - 1)) if k > 1 else math.nan
+
+
+def vol(s, m):
+    """mean |m| / mean |β s|; 1 when the denominator ≤ 1e-12."""
+    k = len(s)
+    b = beta(s, m)
+    denominator = math.fsum(abs(b * a) for a in s) / k
+    return math.fsum(abs(y) for y in m) / k / denominator if denominator > 1e-12 else 1.0
+
+
+def shear(s, m):
+    """mean |m − β·vol·s|."""
+    scale = beta(s, m) * vol(s, m)
+    return math.fsum(abs(y - scale * x) for x, y in zip(s, m, strict=True)) / len(s)
+
+
+#: The oracle of every metric, by name.
+ORACLE_METRICS = {
+    "beta": beta,
+    "delta": delta,
+    "distance": distance,
+    "noise": noise,
+    "vol": vol,
+    "shear": shear,
+}
+
+
 def compare_one(s, m, metric):
     """One SOART metric of one (s, m) pair, straight from SPEC §4 with Python floats."""
     s = [float(v) for v in np.ravel(s)]
     m = [float(v) for v in np.ravel(m)]
-    k = len(s)
-    ss = math.fsum(a * a for a in s)
-    sm = math.fsum(a * b for a, b in zip(s, m, strict=True))
-    beta = sm / ss if ss > 1e-12 else 1.0
-    e = [b - beta * a for a, b in zip(s, m, strict=True)]
-    if metric == "beta":
-        return beta
-    if metric == "delta":
-        total_s = math.fsum(s)
-        return math.fsum(m) / total_s - beta if abs(total_s) > 1e-12 else 0.0
-    if metric == "distance":
-        return math.fsum(abs(v) for v in e) / k
-    if metric == "noise":
-        return math.sqrt(math.fsum(v * v for v in e) / (k - 1)) if k > 1 else math.nan
-    vol_den = math.fsum(abs(beta * a) for a in s) / k
-    vol = math.fsum(abs(b) for b in m) / k / vol_den if vol_den > 1e-12 else 1.0
-    if metric == "vol":
-        return vol
-    if metric == "shear":
-        return math.fsum(abs(b - beta * vol * a) for a, b in zip(s, m, strict=True)) / k
-    raise ValueError(metric)
+    return ORACLE_METRICS[metric](s, m)
 
 
 def features_oracle(image, *, patch, transforms, datum, metrics, kernels):

@@ -1,5 +1,6 @@
 """SOARTC / SOART features of one image: by hand, against the loop oracle, and SPEC §4's checks."""
 
+import ast
 import math
 from pathlib import Path
 
@@ -14,9 +15,18 @@ from scipy.signal import correlate2d
 from soartc_cli import features
 from soartc_cli.errors import InputError, UsageError
 from soartc_cli.features import soartc_features
-from soartc_cli.rt import METRIC_PRESETS, METRICS
+from soartc_cli.rt import (
+    METRIC_PRESETS,
+    METRICS,
+    METRICS_REGISTRY,
+    TINY,
+    parse_metrics,
+    register_metric,
+    soart_compare,
+    unregister_metric,
+)
 from soartc_cli.transforms import KERNELS, TRANSFORM_PRESETS, merge_kernels
-from tests.oracle import features_oracle
+from tests.oracle import ORACLE_METRICS, ROTATION_FUNCTIONS, compare_one, features_oracle
 
 # Fast path vs oracle: both evaluate the formulas in float64 and differ by summation order only.
 RTOL = 1e-9
@@ -417,3 +427,151 @@ def test_parts_and_rotations_in_any_order_and_repeated_metrics():
     )
     assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
     assert out.flags.c_contiguous
+
+
+def test_features_imports_only_public_names_of_rt():
+    tree = ast.parse(Path(features.__file__).read_text(encoding="utf-8"))
+    imported = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "soartc_cli.rt"
+        for alias in node.names
+    ]
+    assert imported and not [name for name in imported if name.startswith("_")]
+    assert "rt._" not in Path(features.__file__).read_text(encoding="utf-8")
+
+
+# --- a metric added by the recipe of docs/adding_a_metric.md, inside this test only ------------
+
+
+def cos(shared):
+    """Cosine similarity of ``s`` and ``m``.
+
+    Notes
+    -----
+    .. math:: \\cos = ⟨s, m⟩ / (‖s‖ ‖m‖), \\qquad 1 \\text{ when } ‖s‖ ‖m‖ ≤ 10^{-12}
+    """
+    norms = np.sqrt(shared.ss * shared.dot(shared.m, shared.m))
+    out = np.ones(shared.batch)
+    return np.divide(shared.sm, norms, out=out, where=norms > TINY)
+
+
+def oracle_cos(s, m):
+    """⟨s, m⟩ / (‖s‖ ‖m‖); 1 when ‖s‖ ‖m‖ ≤ 1e-12."""
+    norms = math.sqrt(math.fsum(a * a for a in s) * math.fsum(b * b for b in m))
+    return math.fsum(a * b for a, b in zip(s, m, strict=True)) / norms if norms > 1e-12 else 1.0
+
+
+@pytest.fixture
+def cos_metric(monkeypatch):
+    """The recipe: one function, its registration, its oracle branch (and no other change)."""
+    register_metric("cos", formula="⟨s,m⟩ / (‖s‖‖m‖) (1 when ‖s‖‖m‖ ≤ 1e-12)", neutral=1.0)(cos)
+    monkeypatch.setitem(ORACLE_METRICS, "cos", oracle_cos)
+    yield "cos"
+    unregister_metric("cos")
+
+
+def test_a_metric_registered_at_run_time_flows_everywhere(cos_metric):
+    assert METRICS_REGISTRY["cos"].func is cos
+    # --metrics parsing reads the registry when called; presets are unchanged
+    assert parse_metrics("rt,cos") == ("beta", "noise", "cos")
+    assert "cos" not in parse_metrics("all")
+    # soart_compare, against the oracle, with its neutral value on an all-zero pair
+    rng = np.random.default_rng(11)
+    s = rng.normal(size=(30, 25))
+    m = 0.5 * s + rng.normal(scale=0.5, size=s.shape)
+    m[4] = -3 * s[4]  # cos = −1
+    s[7] = 0.0  # cos falls back to 1
+    out = soart_compare(s, m, metrics=["cos", "beta", "cos"])
+    expected = [compare_one(s[n], m[n], "cos") for n in range(30)]
+    assert_allclose(out[0], expected, rtol=RTOL, atol=ATOL)
+    assert_array_equal(out[0], out[2])
+    assert out[0, 4] == pytest.approx(-1.0, rel=1e-14) and out[0, 7] == 1.0
+    assert_allclose(out[1], [compare_one(s[n], m[n], "beta") for n in range(30)], rtol=RTOL)
+    zeros = np.zeros((2, 9))
+    assert_array_equal(soart_compare(zeros, zeros, metrics=["cos"]), [[1.0, 1.0]])
+    # soartc_features: kernel parts and rotations, RGB, against the loop oracle
+    rgb = photo(32)
+    transforms = ("bend1", "rot90", "line2", "flip_lr")
+    metrics = ("distance", "cos", "beta")
+    out = soartc_features(rgb, patch=8, transforms=transforms, metrics=metrics)
+    expected = features_oracle(
+        rgb, patch=8, transforms=transforms, datum="datum", metrics=metrics, kernels=KERNELS
+    )
+    assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+    assert np.all(np.abs(out[:, :, 1]) <= 1 + 1e-12)
+
+
+def test_an_unregistered_metric_is_unknown_again_even_to_a_cached_plan(monkeypatch):
+    image = luma(photo(32))
+    register_metric("cos", formula="cosine", neutral=1.0)(cos)
+    try:
+        first = soartc_features(image, patch=8, metrics=("cos",))  # the plan is cached now
+    finally:
+        unregister_metric("cos")
+    with pytest.raises(UsageError, match="unknown metrics 'cos'"):
+        soartc_features(image, patch=8, metrics=("cos",))
+    with pytest.raises(UsageError, match="unknown metrics 'cos'"):
+        parse_metrics("beta,cos")
+    # registered again as another function under the same name: computed by the new one
+    register_metric("cos", formula="minus cosine", neutral=-1.0)(lambda shared: -cos(shared))
+    try:
+        again = soartc_features(image, patch=8, metrics=("cos",))
+    finally:
+        unregister_metric("cos")
+    assert_array_equal(again, -first)
+
+
+def test_unknown_metric_in_features_raises():
+    with pytest.raises(UsageError, match="unknown metrics 'corr'"):
+        soartc_features(np.zeros((16, 16)), metrics=("beta", "corr"))
+
+
+# --- non-square grids, repeated metrics, m = c·s exactly ---------------------------------------
+
+
+def test_non_square_grid_per_patch_against_the_oracle():
+    # A 32×48 image with patch 16 is a 2×3 grid: patch N = row·3 + col holds
+    # image[16·row : 16·row + 16, 16·col : 16·col + 16]. Every patch differs, so a mix-up of
+    # rows and columns (or of the grid's axes) moves values between patches and fails.
+    rng = np.random.default_rng(48)
+    image = rng.random((3, 32, 48)) + np.arange(6).repeat(8)[None, None, :]
+    transforms = ("bend3", "rot90", "line1", "flip_ud", "rot270")
+    out = soartc_features(image, patch=16, transforms=transforms, metrics=METRICS)
+    assert out.shape == (3, 5, 6, 6)
+    for c in range(3):
+        for row in range(2):
+            for col in range(3):
+                x = image[c, 16 * row : 16 * row + 16, 16 * col : 16 * col + 16]
+                for t, name in enumerate(transforms):
+                    if name in KERNELS:
+                        s = correlate2d(x, KERNELS["datum"], mode="valid")
+                        m = correlate2d(x, KERNELS[name], mode="valid")
+                    else:
+                        s, m = x, ROTATION_FUNCTIONS[name](x)
+                    expected = [compare_one(s, m, metric) for metric in METRICS]
+                    assert_allclose(out[c, t, :, row * 3 + col], expected, rtol=RTOL, atol=ATOL)
+    # the values do tell the patches apart
+    assert len({round(v, 6) for v in out[0, 1, 0]}) == 6
+
+
+def test_a_metric_named_twice_gives_equal_rows_in_features():
+    image = photo(32)
+    metrics = ("shear", "beta", "shear", "noise", "beta")
+    out = soartc_features(image, patch=8, transforms=("rot90", "bend2", "line1"), metrics=metrics)
+    assert_array_equal(out[:, :, 0], out[:, :, 2])
+    assert_array_equal(out[:, :, 1], out[:, :, 4])
+    once = soartc_features(image, patch=8, transforms=("rot90", "bend2", "line1"),
+                           metrics=("shear", "beta", "noise"))  # fmt: skip
+    assert_array_equal(out[:, :, [0, 1, 3]], once)
+
+
+@pytest.mark.parametrize("c", [-2.0, 0.5])
+def test_a_part_that_is_c_times_the_datum_gives_beta_c_and_neutral_values(c):
+    # m = x ⋆ (c·D) = c·(x ⋆ D) = c·s exactly when c is a power of two: β = c, vol = 1 and
+    # delta = distance = noise = shear = 0 bit for bit, on every patch of a real photo.
+    bank = {**KERNELS, "scaled": c * KERNELS["datum"]}
+    out = soartc_features(photo(32), patch=8, transforms=("scaled",), metrics=METRICS,
+                          kernels=bank)  # fmt: skip
+    expected = np.array([c, 0.0, 0.0, 0.0, 1.0, 0.0])[None, None, :, None]
+    assert_array_equal(out, np.broadcast_to(expected, out.shape))

@@ -8,9 +8,21 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
+from soartc_cli import rt
 from soartc_cli.errors import UsageError
-from soartc_cli.rt import METRIC_PRESETS, METRICS, parse_metrics, soart_compare
-from tests.oracle import compare_one
+from soartc_cli.rt import (
+    METRIC_PRESETS,
+    METRICS,
+    METRICS_REGISTRY,
+    TINY,
+    Shared,
+    compare_prepared,
+    parse_metrics,
+    register_metric,
+    soart_compare,
+    unregister_metric,
+)
+from tests.oracle import ORACLE_METRICS, compare_one
 
 # Relative tolerance against the oracle: both are float64 evaluations of the same formulas, so
 # they differ by rounding only (a few ulps times the conditioning), far inside SPEC's 1e-6.
@@ -148,6 +160,28 @@ def test_all_zero_standard_and_measurement_give_neutral_values():
     assert_array_equal(
         soart_compare(zeros, zeros), [[1] * 3, [0] * 3, [0] * 3, [0] * 3, [1] * 3, [0] * 3]
     )
+    # SPEC §4's neutral values are the registry's, and every registered metric gives its own
+    assert {name: METRICS_REGISTRY[name].neutral for name in METRICS} == {
+        "beta": 1.0, "delta": 0.0, "distance": 0.0, "noise": 0.0, "vol": 1.0, "shear": 0.0
+    }  # fmt: skip
+    names = list(METRICS_REGISTRY)
+    assert_array_equal(
+        soart_compare(zeros, zeros, metrics=names),
+        np.repeat([[METRICS_REGISTRY[name].neutral] for name in names], 3, axis=1),
+    )
+
+
+@pytest.mark.parametrize("c", [-2.0, 0.5, 4.0, -0.25, 1.0])
+def test_m_equal_c_times_s_exactly_for_powers_of_two(c):
+    # Scaling by a power of two is exact in floating point, so every sum over m is exactly c
+    # times the same sum over s: β = c, vol = 1 and the rest 0 hold bit for bit, not to a
+    # tolerance (an all-zero or non-summing row included).
+    rng = np.random.default_rng(5)
+    s = rng.normal(size=(20, 37))
+    s[3] -= s[3].mean()  # Σs ≈ 0: delta falls back to its neutral 0 either way
+    out = soart_compare(s, c * s)
+    expected = np.array([c, 0.0, 0.0, 0.0, 1.0, 0.0])[:, None]
+    assert_array_equal(out, np.broadcast_to(expected, out.shape))
 
 
 def test_thresholds_of_1e_12():
@@ -165,6 +199,58 @@ def test_thresholds_of_1e_12():
     beta, delta, _, _, vol, shear = soart_compare(s, m)
     assert (beta, delta, vol) == (1.0, 0.0, 1.0)
     assert shear == pytest.approx((1 - 1e-13 + 2 + 3 + 4) / 4, rel=1e-12)
+
+
+# β's, delta's and vol's fall-backs at exactly 1e-12 and just above it (SPEC §4: "≤ 1e-12").
+X_AT = 1e-6  # x² rounds to exactly 1e-12 (checked below)
+X_ABOVE = 1.00000005e-06  # x² ≈ 1.0000001e-12: above 1e-12, far below 1e-11
+
+
+def test_beta_falls_back_to_one_at_exactly_1e_12_and_not_above():
+    assert X_AT * X_AT == 1e-12 and 1e-12 < X_ABOVE * X_ABOVE < 1.000001e-12
+    m = np.array([2e-6, 1.0, 1.0, 1.0])  # ⟨s, m⟩ ≈ 2e-12: β = ⟨s, m⟩/⟨s, s⟩ ≈ 2 above
+    at = soart_compare(np.array([X_AT, 0.0, 0.0, 0.0]), m, metrics=["beta"])[0]
+    assert at == 1.0
+    above = soart_compare(np.array([X_ABOVE, 0.0, 0.0, 0.0]), m, metrics=["beta"])[0]
+    assert above == pytest.approx((X_ABOVE * 2e-6) / (X_ABOVE * X_ABOVE), rel=1e-15)
+    assert above == pytest.approx(compare_one([X_ABOVE, 0, 0, 0], m, "beta"), rel=1e-15)
+    assert 1.99 < above < 2.0
+    # the same through the (..., k, n) layout of features, where ⟨s, s⟩ may come precomputed
+    s2 = np.array([[X_AT, X_ABOVE], [0.0, 0.0]])
+    m2 = np.array([[2e-6, 2e-6], [1.0, 1.0]])
+    assert_array_equal(compare_prepared(s2, m2, ["beta"], axis=-2)[0], [1.0, above])
+    assert_array_equal(
+        compare_prepared(s2, m2, ["beta"], axis=-2, ss=np.array([1e-12, X_ABOVE**2]))[0],
+        [1.0, above],
+    )
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_delta_falls_back_to_zero_at_exactly_1e_12_and_not_above(sign):
+    m = np.array([1.0, 2.0, 3.0, 4.0])
+    # ⟨s, s⟩ = 1e-24: β = 1; Σs = ±1e-12 exactly
+    at = soart_compare(np.array([sign * 1e-12, 0.0, 0.0, 0.0]), m, metrics=["delta", "beta"])
+    assert_array_equal(at, [0.0, 1.0])
+    s = np.array([sign * 1.0000001e-12, 0.0, 0.0, 0.0])
+    delta = soart_compare(s, m, metrics=["delta"])[0]
+    assert delta == pytest.approx(10 / (sign * 1.0000001e-12) - 1, rel=1e-15)
+    assert delta == pytest.approx(compare_one(s, m, "delta"), rel=1e-15)
+
+
+def test_vol_falls_back_to_one_at_exactly_1e_12_and_not_above():
+    m = np.array([1.0, 2.0, 3.0, 4.0])  # mean |m| = 2.5
+    # ⟨s, s⟩ tiny: β = 1; mean |β s| = 4e-12 / 4 = 1e-12 exactly (a division by 4 is exact)
+    assert 4e-12 / 4 == 1e-12
+    s = np.array([4e-12, 0.0, 0.0, 0.0])
+    assert_array_equal(soart_compare(s, m, metrics=["vol", "beta"]), [1.0, 1.0])
+    assert soart_compare(s, m, metrics=["shear"])[0] == pytest.approx((10 - 4e-12) / 4, rel=1e-15)
+    s = np.array([4.0000004e-12, 0.0, 0.0, 0.0])  # mean |β s| = 1.0000001e-12
+    vol = soart_compare(s, m, metrics=["vol"])[0]
+    assert vol == pytest.approx(2.5 / 1.0000001e-12, rel=1e-15)
+    assert vol == pytest.approx(compare_one(s, m, "vol"), rel=1e-15)
+    # the denominator is |β|·mean|s|: a negative β counts by its size
+    s = np.array([-4.0000004e-12, 0.0, 0.0, 0.0])
+    assert soart_compare(s, m, metrics=["vol"])[0] == pytest.approx(vol, rel=1e-15)
 
 
 def test_delta_zero_when_the_standard_sums_to_zero():
@@ -186,6 +272,124 @@ def test_noise_with_a_single_value_is_nan():
     out = soart_compare(np.array([[2.0]]), np.array([[3.0]]))
     assert_allclose(out[[0, 1, 2, 4, 5], 0], [1.5, 0.0, 0.0, 1.0, 0.0], atol=1e-15)
     assert np.isnan(out[3, 0])
+
+
+def test_a_metric_named_twice_gives_equal_rows():
+    rng = np.random.default_rng(6)
+    s, m = rng.random((9, 16)), rng.random((3, 9, 16))
+    names = ["noise", "beta", "noise", "shear", "distance", "beta", "shear", "distance"]
+    out = soart_compare(s, m, metrics=names)
+    once = soart_compare(s, m, metrics=["noise", "beta", "shear", "distance"])
+    for row, name in enumerate(names):
+        assert_array_equal(out[row], once[["noise", "beta", "shear", "distance"].index(name)])
+    assert np.all(out[0] > 0) and np.all(out[3] > 0)  # not neutral values by accident
+
+
+def test_the_registry():
+    assert list(METRICS_REGISTRY)[: len(METRICS)] == list(METRICS)
+    assert METRIC_PRESETS["all"] == METRICS
+    for name in METRICS:
+        metric = METRICS_REGISTRY[name]
+        assert metric.name == name
+        assert metric.func is getattr(rt, name)
+        # one line for `soartc transforms`, the formula in full in the docstring
+        assert metric.formula and "\n" not in metric.formula
+        assert "Notes" in metric.func.__doc__ and ".. math::" in metric.func.__doc__
+    assert "β = ⟨s,m⟩ / ⟨s,s⟩ (1 when ⟨s,s⟩ ≤ 1e-12)" == METRICS_REGISTRY["beta"].formula
+    assert TINY == 1e-12
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("Cos", "lower-case letters"),
+        ("2cos", "lower-case letters"),
+        ("co-s", "lower-case letters"),
+        ("", "lower-case letters"),
+        ("rt", "is a preset"),
+        ("all", "is a preset"),
+        ("beta", "already registered"),
+    ],
+)
+def test_register_metric_errors(name, match):
+    with pytest.raises(UsageError, match=match):
+        register_metric(name, formula="x", neutral=0.0)
+    assert list(METRICS_REGISTRY) == list(METRICS)
+
+
+def test_register_and_unregister_errors():
+    with pytest.raises(UsageError, match="one non-empty line"):
+        register_metric("two_lines", formula="a\nb", neutral=0.0)
+    with pytest.raises(UsageError, match="one non-empty line"):
+        register_metric("blank", formula=" ", neutral=0.0)
+    with pytest.raises(UsageError, match="must be a function"):
+        register_metric("number", formula="1", neutral=1.0)(1.0)
+    with pytest.raises(UsageError, match="built in"):
+        unregister_metric("beta")
+    with pytest.raises(UsageError, match="not registered"):
+        unregister_metric("cos")
+    assert list(METRICS_REGISTRY) == list(METRICS)
+
+
+def test_unknown_names_raise_in_every_path():
+    # (the issue: an internal path once left np.empty garbage, [16.], for an unknown name)
+    with pytest.raises(UsageError, match="unknown metrics 'corr'"):
+        soart_compare([1, 2, 3], [2, 1, 4], metrics=["corr"])
+    s, m = np.array([1.0, 2.0, 3.0]), np.array([2.0, 1.0, 4.0])
+    with pytest.raises(UsageError, match="unknown metrics 'corr'"):
+        compare_prepared(s, m, ("beta", "corr"))
+    with pytest.raises(UsageError, match="unknown metrics 'corr'"):
+        compare_prepared(s[:, None], m[:, None], ("corr",), axis=-2)
+    with pytest.raises(UsageError, match="unknown metrics 'corr'"):
+        Shared(s, m).value("corr")
+    with pytest.raises(UsageError, match="name a metric"):
+        compare_prepared(s, m, ())
+
+
+def test_shared_quantities_are_computed_once_and_the_residual_buffer_is_reused(monkeypatch):
+    rng = np.random.default_rng(8)
+    s, m = rng.normal(size=(5, 12)), rng.normal(size=(2, 5, 12))
+    shared = Shared(s, m)
+    assert (shared.k, shared.batch, shared.full_shape) == (12, (2, 5), (2, 5, 12))
+    assert shared.ss is shared.ss and shared.value("beta") is shared.beta
+    assert_array_equal(shared.residual, m - shared.beta[..., None] * s)
+    assert_array_equal(shared.abs_residual, np.abs(shared.residual))
+    with shared.scratch(reuse_residual=True) as work:
+        assert work.shape == (2, 5, 12)
+    assert not shared.has("abs_residual")  # its buffer was lent: it is computed again
+    assert_array_equal(shared.abs_residual, np.abs(m - shared.beta[..., None] * s))
+
+    # a metric registered after shear reads |e| again after shear took its buffer over
+    def mean_abs_e(shared):
+        """mean |e|."""
+        return shared.total(shared.abs_residual) / shared.k
+
+    register_metric("mean_abs_e", formula="mean |m − βs|", neutral=0.0)(mean_abs_e)
+    try:
+        out = soart_compare(s, m, metrics=["mean_abs_e", "shear", "distance", "noise"])
+    finally:
+        unregister_metric("mean_abs_e")
+    assert_array_equal(out[0], out[2])
+    assert_array_equal(out[1:], soart_compare(s, m, metrics=["shear", "distance", "noise"]))
+
+
+def test_a_metric_that_needs_itself_is_an_error():
+    def loop(shared):
+        """Needs its own value."""
+        return shared.value("loop")
+
+    register_metric("loop", formula="loop", neutral=0.0)(loop)
+    try:
+        with pytest.raises(UsageError, match="depends on its own value"):
+            soart_compare([1.0, 2.0], [2.0, 1.0], metrics=["loop"])
+    finally:
+        unregister_metric("loop")
+
+
+def test_the_oracle_finds_metrics_by_name():
+    assert list(ORACLE_METRICS) == list(METRICS)
+    with pytest.raises(KeyError):
+        compare_one([1.0], [2.0], "corr")
 
 
 def test_parse_metrics():
