@@ -270,21 +270,29 @@ _limit_users = 0
 _saved_limit: int | None = None
 
 
-@contextlib.contextmanager
-def _pillow_limit_lifted() -> Iterator[None]:
-    global _limit_users, _saved_limit
-    with _limit_lock:
-        if _limit_users == 0:
-            _saved_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-        _limit_users += 1
-    try:
-        yield
-    finally:
+class _PillowLimitLifted:
+    """Context manager: Pillow's pixel limit lifted while at least one of our decodes runs.
+
+    A class rather than a generator: entered once per image, it is on the hot path.
+    """
+
+    def __enter__(self) -> None:
+        global _limit_users, _saved_limit
+        with _limit_lock:
+            if _limit_users == 0:
+                _saved_limit = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+            _limit_users += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _limit_users
         with _limit_lock:
             _limit_users -= 1
             if _limit_users == 0:
                 Image.MAX_IMAGE_PIXELS = _saved_limit
+
+
+_pillow_limit_lifted = _PillowLimitLifted()
 
 
 @functools.cache
@@ -509,17 +517,15 @@ def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     _check_max_pixels(max_pixels)
     formats = _formats()
     try:
-        with contextlib.ExitStack() as stack:
-            if _is_path(source):
-                file, length = _open_regular(source)
-                stack.enter_context(file)
-                if length == 0:
-                    raise InputError("empty file")
-            else:
-                file = source
-            stack.enter_context(_pillow_limit_lifted())
-            opened = stack.enter_context(Image.open(file, formats=formats))
-            image = _upright(opened, max_pixels=max_pixels)
+        file, length = _open_regular(source) if _is_path(source) else (source, None)
+        try:
+            if length == 0:
+                raise InputError("empty file")
+            with _pillow_limit_lifted, Image.open(file, formats=formats) as opened:
+                image = _upright(opened, max_pixels=max_pixels)
+        finally:
+            if file is not source:
+                file.close()
     except InputError:
         raise
     except _DECODE_ERRORS as exc:
