@@ -1,4 +1,4 @@
-"""Decoding an image file and fitting it to the patch grid (SPEC §2.3–2.5).
+"""Decoding an image and fitting it to the patch grid (SPEC §2.3–2.5).
 
 This is the only module that opens images. The pipeline is::
 
@@ -7,21 +7,33 @@ This is the only module that opens images. The pipeline is::
     → invert (optional)       v → 1 − v
     → fit(array)              (C, S, S) float32: centred square resized by Pillow's bilinear filter
 
-and :func:`load_image` runs it for one file. Every way a file can be unusable becomes an
-:class:`~soartc_cli.errors.InputError` with a short reason; bad parameters raise
-:class:`~soartc_cli.errors.UsageError`.
+and :func:`load_image` runs it for one file, Pillow image or array. Two private functions own
+the rules every path shares: :func:`_crop_box` (which part of the image becomes the fitted
+square, SPEC §2.5) and :func:`_as_rgb` (how colour modes become R, G, B, SPEC §2.4).
+:func:`load_image` takes a faster route for 8-bit images (Pillow's own float conversion, and
+the scale to [0, 1] after the resize), equal to the plain steps to float32 rounding.
+
+Every way a file can be unusable becomes an :class:`~soartc_cli.errors.InputError` with a short
+reason; bad parameters raise :class:`~soartc_cli.errors.UsageError`. Files are opened only if
+they are regular files (never a FIFO, device or socket, which could block or have side
+effects), and decoded only by the Pillow plugins of the formats SPEC §2.1 names, so that no
+external program (Ghostscript for EPS, …) ever runs on a user's file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import importlib
 import os
+import stat
 import struct
 import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -31,13 +43,17 @@ from soartc_cli.errors import InputError, UsageError
 __all__ = [
     "CHANNELS",
     "DEFAULT_MAX_PIXELS",
+    "FORMATS",
     "LUMA_WEIGHTS",
+    "MAX_FIT_BYTES",
+    "MAX_SIZE",
     "LoadedImage",
     "check_geometry",
     "decode",
     "fit",
     "load_image",
     "to_array",
+    "working_bytes",
 ]
 
 #: Values of the ``channels`` parameter: one luma channel, or R, G and B.
@@ -46,9 +62,28 @@ CHANNELS: tuple[str, ...] = ("luma", "rgb")
 DEFAULT_MAX_PIXELS = 100_000_000
 #: ITU-R BT.601 luma weights of R, G and B (SPEC §2.4).
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
+#: Largest fit size ``S`` (:func:`check_geometry`), and largest patch with ``size=0``.
+MAX_SIZE = 16384
+#: Largest fitted image, ``C · S² · 4`` bytes of float32 (1 GiB: ``S = 16384`` luma, 9458 rgb).
+MAX_FIT_BYTES = 2**30
+#: Pillow formats decoded: those of SPEC §2.1's extensions (.png .jpg .jpeg .bmp .gif .tif
+#: .tiff .webp). Camera JPEGs that are MPO files open through the JPEG plugin, which hands
+#: them to the MPO one; "MPO" is listed for Pillow versions that register it separately.
+FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+_PLUGINS = (
+    "JpegImagePlugin",
+    "MpoImagePlugin",
+    "PngImagePlugin",
+    "BmpImagePlugin",
+    "GifImagePlugin",
+    "TiffImagePlugin",
+    "WebPImagePlugin",
+)
 
 # The weights with the 1/255 scale folded in: luma is three multiply-adds on the 8-bit levels.
 _LUMA_PER_LEVEL = (np.asarray(LUMA_WEIGHTS, dtype=np.float64) / 255.0).astype(np.float32)
+_LUMA_PER_16BIT = (np.asarray(LUMA_WEIGHTS, dtype=np.float64) / 65535.0).astype(np.float32)
+_LUMA_FLOAT = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
 _GREY_8BIT = frozenset({"1", "L", "LA"})
 _GREY_HIGH = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 _RGB_FIRST = frozenset({"RGB", "RGBA", "RGBX"})
@@ -81,6 +116,21 @@ _DECODE_ERRORS = (
     MemoryError,
     Image.DecompressionBombError,
 )
+_SCALE_8BIT = np.float32(1 / 255)
+# What a file that is not a regular file is, for the reason given (st_mode → words).
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 
 Source = str | os.PathLike[str] | IO[bytes]
 
@@ -103,7 +153,11 @@ class LoadedImage:
     height: int
 
 
-def check_geometry(size: int, *, patch: int) -> None:
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_geometry(size: int, *, patch: int, channels: str = "luma") -> None:
     """Validate the fit size and the patch size.
 
     Parameters
@@ -112,18 +166,80 @@ def check_geometry(size: int, *, patch: int) -> None:
         Side ``S`` of the fitted square, or 0 for the native size.
     patch : int
         Side ``P`` of a patch; must divide ``size``.
+    channels : {"luma", "rgb"}, default "luma"
+        The channels kept, for the memory budget of the fitted image.
 
     Raises
     ------
     UsageError
-        ``patch < 1``, ``size < 0``, or ``size`` not a multiple of ``patch``.
+        ``patch < 1``; ``size < 0``; ``size`` larger than :data:`MAX_SIZE` (16384); ``patch``
+        larger than ``size`` (or than :data:`MAX_SIZE` with ``size=0``); ``size`` not a
+        multiple of ``patch``; or a fitted image of more than :data:`MAX_FIT_BYTES` (1 GiB) of
+        float32, ``C · S² · 4`` bytes with ``C`` = 1 (luma) or 3 (rgb).
     """
-    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+    if not _is_whole(patch) or patch < 1:
         raise UsageError(f"patch must be a positive whole number, got {patch!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    if not _is_whole(size) or size < 0:
         raise UsageError(f"size must be 0 (native size) or a positive whole number, got {size!r}")
+    _check_channels(channels)
+    if size > MAX_SIZE:
+        raise UsageError(
+            f"size must be at most {MAX_SIZE}, got {size} (size 0 keeps the native size)"
+        )
+    if size and patch > size:
+        raise UsageError(f"patch must not be larger than size: patch {patch} > size {size}")
+    if patch > MAX_SIZE:
+        raise UsageError(f"patch must be at most {MAX_SIZE}, got {patch}")
     if size % patch:
         raise UsageError(f"patch must divide size: {size} is not a multiple of {patch}")
+    count = 1 if channels == "luma" else 3
+    if count * size * size * 4 > MAX_FIT_BYTES:
+        largest = int((MAX_FIT_BYTES // (4 * count)) ** 0.5)
+        raise UsageError(
+            f"size {size} with channels {channels!r} needs "
+            f"{count * size * size * 4 / 2**30:.2f} GiB per image, more than "
+            f"{MAX_FIT_BYTES / 2**30:g} GiB: use a size of at most {largest}"
+        )
+
+
+def working_bytes(width: int, height: int, *, size: int, patch: int, channels: str) -> int:
+    """Bytes of the fitted float32 image of a ``width × height`` image.
+
+    Parameters
+    ----------
+    width, height : int
+        The image size in pixels (after EXIF orientation), as read from the file header.
+    size, patch, channels
+        As for :func:`load_image`.
+
+    Returns
+    -------
+    int
+        ``4 · C · S²``, or ``4 · C · H' · W'`` with ``size=0`` (``H' = P⌊h/P⌋``,
+        ``W' = P⌊w/P⌋``; 0 for an image smaller than one patch), with ``C`` = 1 for luma and
+        3 for rgb.
+
+    Raises
+    ------
+    UsageError
+        Bad ``size``, ``patch`` or ``channels`` (:func:`check_geometry`), or a negative size.
+
+    Notes
+    -----
+    :func:`load_image` holds at most about twice this many bytes at once besides the decoded
+    image (Pillow's 1–4 bytes per pixel; with ``size=0`` the image is cropped to whole patches
+    before any float conversion), so a caller can refuse images over a memory budget from the
+    header, before decoding.
+    """
+    check_geometry(size, patch=patch, channels=channels)
+    if not (_is_whole(width) and _is_whole(height)) or width < 0 or height < 0:
+        raise UsageError(f"width and height must be whole numbers ≥ 0, got {width!r}, {height!r}")
+    count = 1 if channels == "luma" else 3
+    if size:
+        return 4 * count * size * size
+    if width < patch or height < patch:
+        return 0
+    return 4 * count * (height - height % patch) * (width - width % patch)
 
 
 def _check_channels(channels: str) -> None:
@@ -132,8 +248,16 @@ def _check_channels(channels: str) -> None:
 
 
 def _check_max_pixels(max_pixels: int) -> None:
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+    if not _is_whole(max_pixels) or max_pixels < 1:
         raise UsageError(f"max_pixels must be a positive whole number, got {max_pixels!r}")
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(
+            f"image is {width}×{height} = {width * height} pixels, "
+            f"more than --max-pixels {max_pixels}"
+        )
 
 
 # Pillow's own decompression-bomb limit is one module global (Image.MAX_IMAGE_PIXELS) with no
@@ -146,26 +270,146 @@ _limit_users = 0
 _saved_limit: int | None = None
 
 
-@contextlib.contextmanager
-def _pillow_limit_lifted() -> Iterator[None]:
-    global _limit_users, _saved_limit
-    with _limit_lock:
-        if _limit_users == 0:
-            _saved_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-        _limit_users += 1
-    try:
-        yield
-    finally:
+class _PillowLimitLifted:
+    """Context manager: Pillow's pixel limit lifted while at least one of our decodes runs.
+
+    A class rather than a generator: entered once per image, it is on the hot path.
+    """
+
+    def __enter__(self) -> None:
+        global _limit_users, _saved_limit
+        with _limit_lock:
+            if _limit_users == 0:
+                _saved_limit = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+            _limit_users += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _limit_users
         with _limit_lock:
             _limit_users -= 1
             if _limit_users == 0:
                 Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
+_pillow_limit_lifted = _PillowLimitLifted()
+
+
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    """The Pillow formats of :data:`FORMATS` this Pillow can open (their plugins imported)."""
+    for name in _PLUGINS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"PIL.{name}")
+    return tuple(name for name in FORMATS if name in Image.OPEN)
+
+
+# libtiff prints its errors ("LZWDecode: Corrupted LZW table at scanline 0", …) on the C stderr
+# through a process-wide handler, whatever Python does with sys.stderr; Pillow turns its warning
+# handler off but not its error handler. Pillow reports the failure itself (an OSError, which
+# becomes the InputError's reason), so while a TIFF decodes, libtiff's handlers are set to none
+# and put back when the last such decode ends, as for the pixel limit above.
+_TIFF_HANDLER_SETTERS = (
+    "TIFFSetErrorHandler",
+    "TIFFSetErrorHandlerExt",
+    "TIFFSetWarningHandler",
+    "TIFFSetWarningHandlerExt",
+)
+_tiff_lock = threading.Lock()
+_tiff_users = 0
+_tiff_saved: list[Any] = []
+
+
+def _loaded_library_paths(fragment: str) -> list[str]:
+    """Paths of the shared libraries mapped in this process whose file name has ``fragment``."""
+    paths = []
+    with contextlib.suppress(OSError), open("/proc/self/maps", encoding="utf-8") as maps:
+        for line in maps:
+            path = line.rstrip("\n").split(None, 5)[-1]
+            if path.startswith("/") and fragment in os.path.basename(path) and path not in paths:
+                paths.append(path)
+    if not paths:  # no /proc (macOS): the libraries bundled with Pillow's wheels
+        import glob
+
+        here = os.path.dirname(Image.__file__)
+        for pattern in ("../pillow.libs/*", ".dylibs/*"):
+            paths += glob.glob(os.path.join(here, pattern + fragment + "*"))
+    return paths
+
+
+@functools.cache
+def _libtiff_setters() -> tuple[Any, ...]:
+    """libtiff's four handler setters, from the libtiff Pillow uses; () when not found."""
+    no_load = getattr(os, "RTLD_NOLOAD", None)
+    if no_load is None:
+        return ()
+    for path in _loaded_library_paths("libtiff"):
+        try:  # RTLD_NOLOAD: only a library already loaded (Pillow's), never another copy
+            library = ctypes.CDLL(path, mode=no_load | getattr(os, "RTLD_LOCAL", 0))
+            setters = tuple(getattr(library, name) for name in _TIFF_HANDLER_SETTERS)
+        except (OSError, AttributeError):
+            continue
+        for setter in setters:
+            setter.restype = ctypes.c_void_p
+            setter.argtypes = [ctypes.c_void_p]
+        return setters
+    return ()
+
+
+@contextlib.contextmanager
+def _libtiff_quiet() -> Iterator[None]:
+    global _tiff_users, _tiff_saved
+    setters = _libtiff_setters()
+    with _tiff_lock:
+        if _tiff_users == 0:
+            _tiff_saved = [setter(None) for setter in setters]
+        _tiff_users += 1
+    try:
+        yield
+    finally:
+        with _tiff_lock:
+            _tiff_users -= 1
+            if _tiff_users == 0:
+                for setter, saved in zip(setters, _tiff_saved, strict=True):
+                    setter(saved)
+
+
+def _is_path(source: object) -> bool:
+    return isinstance(source, (str, bytes, os.PathLike))
+
+
+def _not_regular(mode: int) -> InputError:
+    if stat.S_ISDIR(mode):
+        return InputError("is a directory")
+    kind = next((words for test, words in _FILE_KINDS if test(mode)), "a special file")
+    return InputError(f"not a regular file ({kind})")
+
+
+def _open_regular(path: str | bytes | os.PathLike[str]) -> tuple[IO[bytes], int]:
+    """Open ``path`` for reading if it is a regular file (links followed): (file, size).
+
+    The type is checked before opening, so that no device is ever opened (opening one can have
+    side effects), and again on the open descriptor, so that a file replaced by a FIFO or a
+    device in between is refused too; O_NONBLOCK makes that open return at once even for a
+    FIFO with no writer.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(mode)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise _not_regular(status.st_mode)
+        return os.fdopen(fd, "rb"), status.st_size  # O_NONBLOCK does nothing to regular files
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _is_empty(source: Source) -> bool:
     try:
-        if isinstance(source, (str, bytes, os.PathLike)):
+        if _is_path(source):
             return os.stat(source).st_size == 0
         position = source.tell()
         end = source.seek(0, os.SEEK_END)
@@ -176,7 +420,7 @@ def _is_empty(source: Source) -> bool:
 
 
 def _is_link(source: Source) -> bool:
-    return isinstance(source, (str, bytes, os.PathLike)) and os.path.islink(source)
+    return _is_path(source) and os.path.islink(source)
 
 
 def _short(exc: BaseException) -> str:
@@ -193,7 +437,9 @@ def _reason(exc: BaseException, source: Source) -> str:
     if isinstance(exc, IsADirectoryError):
         return "is a directory"
     if isinstance(exc, UnidentifiedImageError):
-        return "empty file" if _is_empty(source) else "not an image (unrecognised file format)"
+        if _is_empty(source):
+            return "empty file"
+        return "not a supported image (not PNG, JPEG, BMP, GIF, TIFF or WebP data)"
     if isinstance(exc, MemoryError):
         return "not enough memory to decode the image"
     if isinstance(exc, Image.DecompressionBombError):
@@ -215,14 +461,26 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and value in _ORIENTATION_TRANSPOSE else 1
 
 
+def _upright(image: Image.Image, *, max_pixels: int) -> Image.Image:
+    """Check the size of an opened image, load its pixels and apply its EXIF orientation."""
+    _check_pixels(image.width, image.height, max_pixels)
+    if image.format == "TIFF":
+        with _libtiff_quiet():
+            image.load()
+    else:
+        image.load()
+    transpose = _ORIENTATION_TRANSPOSE.get(_orientation(image))
+    return image if transpose is None else image.transpose(transpose)
+
+
 def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode the first frame of an image file, upright.
 
     Parameters
     ----------
     source : str, path-like or binary file object
-        The file to read. A file object must be seekable; Pillow reads it from the start, and it
-        is left open.
+        The file to read. A path must name a regular file (links are followed). A file object
+        must be seekable; Pillow reads it from the start, and it is left open.
     max_pixels : int, default 100,000,000
         Refuse images with more pixels than this, judged from the file header before any pixel
         is decoded.
@@ -237,29 +495,37 @@ def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     ------
     InputError
         The file cannot be used: not found, broken symbolic link, permission denied, a directory,
-        empty, not an image, truncated, corrupt, or more than ``max_pixels`` pixels.
+        not a regular file (a FIFO, device or socket), empty, not a PNG, JPEG, BMP, GIF, TIFF or
+        WebP image, truncated, corrupt, or more than ``max_pixels`` pixels.
     UsageError
         ``max_pixels`` is not a positive whole number.
 
     Notes
     -----
+    Only the Pillow plugins of :data:`FORMATS` are tried, whatever the file's name or content:
+    an EPS, PDF or PSD file named ``x.png`` is "not a supported image", and never reaches an
+    external interpreter such as Ghostscript. A path is opened non-blocking and checked to be
+    a regular file both before and after opening, so a FIFO, a device (``/dev/zero``) or a
+    socket is refused at once instead of blocking or reading forever.
+
     Pillow's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is lifted only while
     this function runs, since ``max_pixels`` replaces it; ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
-    is left False, so truncated files fail. An EXIF block that cannot be parsed is ignored (the
-    image is used as stored) rather than refusing a readable image.
+    is left False, so truncated files fail. libtiff's messages on standard error are turned off
+    while a TIFF decodes (its failures still fail). An EXIF block that cannot be parsed is
+    ignored (the image is used as stored) rather than refusing a readable image.
     """
     _check_max_pixels(max_pixels)
+    formats = _formats()
     try:
-        with _pillow_limit_lifted(), Image.open(source) as opened:
-            width, height = opened.size
-            if width * height > max_pixels:
-                raise InputError(
-                    f"image is {width}×{height} = {width * height} pixels, "
-                    f"more than --max-pixels {max_pixels}"
-                )
-            opened.load()
-            transpose = _ORIENTATION_TRANSPOSE.get(_orientation(opened))
-            image = opened if transpose is None else opened.transpose(transpose)
+        file, length = _open_regular(source) if _is_path(source) else (source, None)
+        try:
+            if length == 0:
+                raise InputError("empty file")
+            with _pillow_limit_lifted, Image.open(file, formats=formats) as opened:
+                image = _upright(opened, max_pixels=max_pixels)
+        finally:
+            if file is not source:
+                file.close()
     except InputError:
         raise
     except _DECODE_ERRORS as exc:
@@ -270,9 +536,12 @@ def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return image
 
 
-def _luma(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
-    """``(H, W)`` uint8 R, G, B → ``(1, H, W)`` float32 ``(0.299 R + 0.587 G + 0.114 B) / 255``."""
-    weight_r, weight_g, weight_b = _LUMA_PER_LEVEL
+def _luma(red: np.ndarray, green: np.ndarray, blue: np.ndarray, *, weights=_LUMA_PER_LEVEL):
+    """``(H, W)`` R, G, B → ``(1, H, W)`` float32 ``w_R R + w_G G + w_B B``.
+
+    The default weights are the luma weights over 255 (8-bit levels to [0, 1]).
+    """
+    weight_r, weight_g, weight_b = weights
     # Planar multiply-adds on Pillow's separate bands: faster than a (H·W, 3) @ (3,) product
     # (no BLAS for uint8, and a stride-3 read), and only one float temporary however big.
     out = np.multiply(red, weight_r, dtype=np.float32)[np.newaxis]
@@ -280,6 +549,51 @@ def _luma(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
     out[0] += term
     np.multiply(blue, weight_b, out=term)
     out[0] += term
+    return out
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
+    """SPEC §2.4's colour rule: ``image`` in a mode whose first three bands are R, G, B.
+
+    RGB, RGBA and RGBX are used as they are; palette images go through RGBA (the same R, G, B
+    as a conversion to RGB, without Pillow's warning about transparency "expressed in bytes"),
+    and every other colour mode (CMYK, YCbCr, LAB, HSV, …) through Pillow's conversion to RGB.
+    Alpha is never composited: callers take the first three bands.
+    """
+    mode = image.mode
+    if mode in _RGB_FIRST:
+        return image
+    try:
+        return image.convert("RGBA" if mode in _PALETTE else "RGB")
+    except ValueError as exc:
+        raise InputError(f"unsupported image mode {mode}") from exc
+
+
+def _grey_band(image: Image.Image) -> Image.Image:
+    """The grey band of a grey image (``LA``: alpha dropped)."""
+    return image.getchannel(0) if image.mode == "LA" else image
+
+
+def _is_grey(mode: str) -> bool:
+    return mode in _GREY_8BIT or mode in _GREY_HIGH or mode == "F"
+
+
+def _grey_channels(grey: np.ndarray, *, mode: str, channels: str) -> np.ndarray:
+    """The ``(H, W)`` values of a grey image of mode ``mode`` → ``(C, H, W)`` float32 in [0, 1]."""
+    out = np.empty((1, *grey.shape), dtype=np.float32)
+    if mode == "1":
+        np.copyto(out[0], grey)
+    elif mode == "L" or mode == "LA":
+        np.divide(grey, np.float32(255), out=out[0])
+    elif mode == "F":
+        np.copyto(out[0], grey)
+        if not np.isfinite(out).all():
+            raise InputError("image contains NaN or infinite values")
+    else:
+        np.divide(grey, np.float32(65535), out=out[0], casting="same_kind")
+        np.clip(out, 0.0, 1.0, out=out)
+    if channels == "rgb":
+        return np.repeat(out, 3, axis=0)
     return out
 
 
@@ -322,47 +636,55 @@ def to_array(image: Image.Image, *, channels: str = "luma") -> np.ndarray:
       Pillow's conversion to RGB gives for 8-bit grey, applied likewise to 16-bit and float grey.
     """
     _check_channels(channels)
-    mode = image.mode
-    if mode not in _GREY_8BIT and mode not in _GREY_HIGH and mode != "F":
-        planes = _rgb_planes(image)
-        if channels == "luma":
-            return _luma(*planes)
-        out = np.empty((3, image.height, image.width), dtype=np.float32)
-        for channel, plane in enumerate(planes):
-            np.divide(plane, np.float32(255), out=out[channel])
-        return out
-    grey = np.asarray(image)
-    if grey.ndim == 3:  # LA: the grey channel, alpha dropped
-        grey = grey[:, :, 0]
-    out = np.empty((1, *grey.shape), dtype=np.float32)
-    if mode == "1":
-        np.copyto(out[0], grey)
-    elif mode == "L" or mode == "LA":
-        np.divide(grey, np.float32(255), out=out[0])
-    elif mode == "F":
-        np.copyto(out[0], grey)
-        if not np.isfinite(out).all():
-            raise InputError("image contains NaN or infinite values")
-    else:
-        np.divide(grey, np.float32(65535), out=out[0], casting="same_kind")
-        np.clip(out, 0.0, 1.0, out=out)
-    if channels == "rgb":
-        return np.repeat(out, 3, axis=0)
+    if _is_grey(image.mode):
+        grey = np.asarray(_grey_band(image))
+        return _grey_channels(grey, mode=image.mode, channels=channels)
+    planes = [np.asarray(band) for band in _as_rgb(image).split()[:3]]
+    if channels == "luma":
+        return _luma(*planes)
+    out = np.empty((3, image.height, image.width), dtype=np.float32)
+    for channel, plane in enumerate(planes):
+        np.divide(plane, np.float32(255), out=out[channel])
     return out
 
 
-def _rgb_planes(image: Image.Image) -> list[np.ndarray]:
-    """Pillow's R, G, B of ``image`` as three ``(H, W)`` uint8 arrays (alpha dropped)."""
-    mode = image.mode
-    if mode not in _RGB_FIRST:
-        # A palette with transparency goes through RGBA: the same R, G, B as a conversion to
-        # RGB, without Pillow's warning about transparency "expressed in bytes".
-        target = "RGBA" if mode in _PALETTE else "RGB"
-        try:
-            image = image.convert(target)
-        except ValueError as exc:
-            raise InputError(f"unsupported image mode {mode}") from exc
-    return [np.asarray(band) for band in image.split()[:3]]
+def _crop_box(width: int, height: int, *, size: int, patch: int) -> tuple:
+    """The part of a ``width × height`` image that becomes the fitted image (SPEC §2.5).
+
+    Every path of this module takes its box from here: :func:`fit`, and :func:`load_image`'s
+    routes for 8-bit and for other images.
+
+    Returns
+    -------
+    tuple
+        ``size > 0``: the centred square ``((w − m)/2, (h − m)/2, (w + m)/2, (h + m)/2)``,
+        ``m = min(w, h)``, in float pixel coordinates, for Pillow's ``resize(box=…)``.
+        ``size == 0``: ``(left, top, right, bottom)`` in whole pixels, the centred crop to whole
+        patches, for ``Image.crop`` or array slicing.
+
+    Raises
+    ------
+    InputError
+        ``size == 0`` and the image is smaller than one patch.
+    """
+    if size == 0:
+        if height < patch or width < patch:
+            raise InputError(f"image is {width}×{height}, smaller than one {patch}×{patch} patch")
+        rows, cols = height - height % patch, width - width % patch
+        top, left = (height - rows) // 2, (width - cols) // 2
+        return (left, top, left + cols, top + rows)
+    side = min(width, height)
+    return ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+
+
+def _resize_planes(array: np.ndarray, *, box: tuple, size: int) -> np.ndarray:
+    """Pillow's bilinear resize of ``box`` of each ``(C, H, W)`` channel: ``(C, S, S)`` float32."""
+    out = np.empty((array.shape[0], size, size), dtype=np.float32)
+    for channel in range(array.shape[0]):
+        plane = np.ascontiguousarray(array[channel], dtype=np.float32)
+        resized = Image.fromarray(plane).resize((size, size), Image.Resampling.BILINEAR, box=box)
+        out[channel] = np.asarray(resized)
+    return out
 
 
 def fit(array: np.ndarray, *, size: int = 224, patch: int = 16) -> np.ndarray:
@@ -408,25 +730,16 @@ def fit(array: np.ndarray, *, size: int = 224, patch: int = 16) -> np.ndarray:
     check_geometry(size, patch=patch)
     if array.ndim != 3:
         raise ValueError(f"array must be (C, H, W), got shape {array.shape}")
-    count, height, width = array.shape
+    _, height, width = array.shape
+    box = _crop_box(width, height, size=size, patch=patch)
     if size == 0:
-        if height < patch or width < patch:
-            raise InputError(f"image is {width}×{height}, smaller than one {patch}×{patch} patch")
-        rows, cols = height - height % patch, width - width % patch
-        top, left = (height - rows) // 2, (width - cols) // 2
-        return np.array(array[:, top : top + rows, left : left + cols], dtype=np.float32)
-    side = min(width, height)
-    box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-    out = np.empty((count, size, size), dtype=np.float32)
-    for channel in range(count):
-        plane = np.ascontiguousarray(array[channel], dtype=np.float32)
-        resized = Image.fromarray(plane).resize((size, size), Image.Resampling.BILINEAR, box=box)
-        out[channel] = np.asarray(resized)
-    return out
+        left, top, right, bottom = box
+        return np.array(array[:, top:bottom, left:right], dtype=np.float32)
+    return _resize_planes(array, box=box, size=size)
 
 
 def load_image(
-    source: Source,
+    source: Source | Image.Image | np.ndarray,
     *,
     size: int = 224,
     patch: int = 16,
@@ -434,12 +747,20 @@ def load_image(
     invert: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadedImage:
-    """Load one image file and fit it to the patch grid (SPEC §2.3–2.5).
+    """Load one image and fit it to the patch grid (SPEC §2.3–2.5).
 
     Parameters
     ----------
-    source : str, path-like or binary file object
-        The file to read.
+    source : path, binary file object, PIL.Image.Image or array
+        - a path (``str``, ``bytes``, path-like) or a binary file object: decoded by
+          :func:`decode` (a regular file of a supported format);
+        - a Pillow image, e.g. from a notebook: used as decoded (its current frame), with the
+          same rules as a file: EXIF orientation, ``max_pixels``, modes;
+        - an array (anything ``numpy.asarray`` takes), channels last: ``(H, W)`` grey,
+          ``(H, W, 1)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA (alpha dropped).
+          ``uint8`` values are divided by 255 and ``uint16`` by 65535, floats are used as they
+          are, ``bool`` gives 0 or 1 (as Pillow's mode ``1``). A ``uint8`` array gives the same
+          pixels as a PNG file of it.
     size : int, default 224
         Side ``S`` of the fitted square; 0 keeps the native size, cropped to whole patches.
     patch : int, default 16
@@ -449,7 +770,7 @@ def load_image(
     invert : bool, default False
         Replace each value ``v`` by ``1 − v`` (after the luma conversion, before fitting).
     max_pixels : int, default 100,000,000
-        Refuse larger images, judged from the header before decoding.
+        Refuse larger images, judged from the header (or the size) before decoding.
 
     Returns
     -------
@@ -460,96 +781,188 @@ def load_image(
     Raises
     ------
     UsageError
-        A bad parameter; checked before the file is opened.
+        A bad parameter, checked before the file is opened; or an array of another shape
+        (``(H, W, 2)``, 1-D, 4-D, channels first, no pixels) or dtype (signed or 32/64-bit
+        integers, complex, object, strings), named in the message; or a source of another type.
     InputError
-        The file cannot be used; the message is a short reason.
+        The image cannot be used; the message is a short reason.
 
     See Also
     --------
     decode, to_array, fit : the steps, in this order.
+
+    Notes
+    -----
+    For 8-bit images the route is shorter than the plain steps, with the same result to
+    float32 rounding: Pillow's ``convert("F")`` computes the luma (or takes a band) on the
+    0–255 scale, the box is resized in Pillow, and the 1/255 scale is applied to the S×S
+    result. With ``size=0`` the image is cropped to whole patches before any float conversion,
+    so at most about two float32 copies of the fitted image are held at once, besides the
+    decoded image (see :func:`working_bytes`).
     """
-    check_geometry(size, patch=patch)
-    _check_channels(channels)
+    check_geometry(size, patch=patch, channels=channels)
     _check_max_pixels(max_pixels)
-    image = decode(source, max_pixels=max_pixels)
+    options = {"size": size, "patch": patch, "channels": channels, "invert": invert}
+    if isinstance(source, Image.Image):
+        return _fit_decoded([_from_pillow(source, max_pixels=max_pixels)], **options)
+    if _is_path(source) or hasattr(source, "read"):
+        return _fit_decoded([decode(source, max_pixels=max_pixels)], **options)
+    return _fit_array(_image_array(source), max_pixels=max_pixels, **options)
+
+
+def _from_pillow(image: Image.Image, *, max_pixels: int) -> Image.Image:
+    """A caller's Pillow image, loaded and upright (as :func:`decode` leaves a file's)."""
+    try:
+        image = _upright(image, max_pixels=max_pixels)
+    except InputError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise InputError(_reason(exc, image)) from exc
+    if image.width < 1 or image.height < 1:
+        raise InputError("image has no pixels")
+    return image
+
+
+def _fit_decoded(
+    held: list[Image.Image], *, size: int, patch: int, channels: str, invert: bool
+) -> LoadedImage:
+    """Fit a decoded image; ``held`` holds the only reference to it, dropped once converted."""
+    image = held.pop()
     width, height = image.size
-    levels = _luma_levels(image) if channels == "luma" else _rgb_levels(image)
-    if levels is not None:
-        pixels = np.concatenate(
-            [_fit_levels(band, size=size, patch=patch, invert=invert) for band in levels]
-        )
+    box = _crop_box(width, height, size=size, patch=patch)
+    if size == 0:
+        if box != (0, 0, width, height):  # crop first: no float copy of the edges ever made
+            image = image.crop(box)
+        shape = (image.height, image.width)
+    else:
+        shape = (size, size)
+    count = 1 if channels == "luma" else 3
+    mode = image.mode
+    if mode not in _GREY_HIGH and mode != "F":
+        # 8-bit: Pillow images on the 0–255 scale whose convert("F") gives each channel.
+        if channels == "luma":
+            if mode in _DIRECT_TO_F:
+                levels = [image]
+            else:
+                levels = [_grey_band(image) if mode == "LA" else _as_rgb(image)]
+        elif mode in _GREY_8BIT:
+            levels = [_grey_band(image)]  # one band, repeated
+        else:
+            levels = list(_as_rgb(image).split()[:3])
+        del image
+        pixels = np.empty((count, *shape), dtype=np.float32)
+        for channel in range(len(levels)):
+            level, levels[channel] = levels[channel].convert("F"), None
+            _fit_levels([level], box=box, size=size, invert=invert, out=pixels[channel])
+        for channel in range(len(levels), count):
+            pixels[channel] = pixels[0]
         return LoadedImage(pixels=pixels, width=width, height=height)
-    array = to_array(image, channels=channels)
+    grey = np.asarray(image)
     del image
+    array = _grey_channels(grey, mode=mode, channels=channels)
+    del grey
+    return LoadedImage(
+        pixels=_finish(array, box=box, size=size, invert=invert), width=width, height=height
+    )
+
+
+def _finish(array: np.ndarray, *, box: tuple, size: int, invert: bool) -> np.ndarray:
+    """Invert (in place) and resize a fresh ``(C, H, W)`` float32 array, already cropped for
+    ``size=0``."""
     if invert:
         np.subtract(np.float32(1), array, out=array)
-    return LoadedImage(pixels=fit(array, size=size, patch=patch), width=width, height=height)
+    return array if size == 0 else _resize_planes(array, box=box, size=size)
 
 
-def _rgb_levels(image: Image.Image) -> list[Image.Image] | None:
-    """R, G, B of an 8-bit image as three Pillow mode ``F`` images (0–255), or None.
-
-    Grey images give their grey band three times; 16/32-bit and float images give None.
-    """
-    mode = image.mode
-    if mode in _GREY_HIGH or mode == "F":
-        return None
-    try:
-        if mode in _GREY_8BIT:
-            grey = image.getchannel(0) if mode == "LA" else image
-            return [grey.convert("F")] * 3
-        if mode not in _RGB_FIRST:
-            image = image.convert("RGBA" if mode in _PALETTE else "RGB")
-        return [band.convert("F") for band in image.split()[:3]]
-    except ValueError:
-        return None  # to_array gives the reason
-
-
-def _luma_levels(image: Image.Image) -> list[Image.Image] | None:
-    """Luma of an 8-bit image as a (one) Pillow mode ``F`` image on the 0–255 scale, or None.
-
-    The cheapest exact path: Pillow's ``convert("F")`` computes ``0.299 R + 0.587 G + 0.114 B``
-    in floating point in one pass (within 6e-8 of the float64 value; a float32 sum of the
-    planes is within 1.2e-7), with no split into planes and no numpy temporaries. None for
-    16/32-bit and float images, which :func:`to_array` handles.
-    """
-    mode = image.mode
-    try:
-        if mode in _DIRECT_TO_F:
-            return [image.convert("F")]
-        if mode == "LA":
-            return [image.getchannel(0).convert("F")]
-        if mode in _GREY_HIGH or mode == "F":
-            return None
-        return [image.convert("RGBA" if mode in _PALETTE else "RGB").convert("F")]
-    except ValueError:
-        return None  # to_array gives the reason
-
-
-def _fit_levels(luma: Image.Image, *, size: int, patch: int, invert: bool) -> np.ndarray:
-    """Fit a 0–255 luma image (SPEC §2.5), then scale to [0, 1] (or ``1 − v`` for invert).
+def _fit_levels(
+    held: list[Image.Image], *, box: tuple, size: int, invert: bool, out: np.ndarray
+) -> None:
+    """Fit a mode ``F`` image on the 0–255 scale (SPEC §2.5) into ``out``, scaled to [0, 1].
 
     Without ``invert`` the scaling by 1/255 is done after the resize, on S×S values instead of
     the whole image: the box filter is linear, so the two orders agree to float32 rounding.
-    ``invert`` is applied before fitting, as SPEC §2.4 orders it.
+    ``invert`` is applied before fitting, as SPEC §2.4 orders it. ``held`` holds the only
+    reference to the image, dropped as soon as its bytes are read.
     """
+    level = held.pop()
     if invert:
-        luma = luma.point(lambda v: v * (-1 / 255) + 1)
-    width, height = luma.size
-    if size == 0:
-        if height < patch or width < patch:
-            raise InputError(f"image is {width}×{height}, smaller than one {patch}×{patch} patch")
-        rows, cols = height - height % patch, width - width % patch
-        top, left = (height - rows) // 2, (width - cols) // 2
-        fitted = luma.crop((left, top, left + cols, top + rows))
+        level = level.point(lambda v: v * (-1 / 255) + 1)
+    if size:
+        level = level.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    data = level.tobytes()
+    del level
+    values = np.frombuffer(data, dtype=np.float32).reshape(out.shape)
+    if invert:
+        np.copyto(out, values)
     else:
-        side = min(width, height)
-        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-        fitted = luma.resize((size, size), Image.Resampling.BILINEAR, box=box)
-    out = np.array(fitted, dtype=np.float32)[np.newaxis]
-    if not invert:
-        out *= np.float32(1 / 255)
-    return out
+        np.multiply(values, _SCALE_8BIT, out=out)
+
+
+def _image_array(source: object) -> np.ndarray:
+    """``source`` as a valid ``(H, W)`` or ``(H, W, 3|4)`` image array, or a UsageError."""
+    try:
+        array = np.asarray(source)
+    except Exception as exc:
+        raise UsageError(
+            f"source must be a path, a binary file, a PIL image or an array, "
+            f"got {type(source).__name__}"
+        ) from exc
+    shape, dtype = array.shape, array.dtype
+    if dtype.kind == "O" and array.ndim == 0:
+        raise UsageError(
+            f"source must be a path, a binary file, a PIL image or an array, "
+            f"got {type(source).__name__}"
+        )
+    if array.ndim == 3 and shape[2] == 1:
+        array = array[:, :, 0]
+    good_dtype = dtype == np.bool_ or dtype == np.uint8 or dtype == np.uint16 or dtype.kind == "f"
+    good_shape = array.ndim == 2 or (array.ndim == 3 and shape[2] in (3, 4))
+    if not (good_dtype and good_shape) or array.size == 0:
+        hint = ""
+        if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+            hint = " (channels first? pass array.transpose(1, 2, 0))"
+        raise UsageError(
+            "an image array must be H×W (grey) or H×W×3, H×W×4 (RGB, RGBA) of uint8, uint16, "
+            f"float or bool, with at least one pixel; got shape {shape} dtype {dtype}{hint}"
+        )
+    return array
+
+
+def _fit_array(
+    array: np.ndarray, *, size: int, patch: int, channels: str, invert: bool, max_pixels: int
+) -> LoadedImage:
+    """Fit a validated ``(H, W)`` or ``(H, W, 3|4)`` image array (see :func:`load_image`)."""
+    height, width = array.shape[:2]
+    _check_pixels(width, height, max_pixels)
+    options = {"size": size, "patch": patch, "channels": channels, "invert": invert}
+    if array.dtype == np.bool_:
+        array = np.multiply(array, np.uint8(255), dtype=np.uint8)
+    if array.dtype.kind == "f" and array.dtype != np.float32:
+        array = array.astype(np.float32)
+    if array.dtype == np.uint8 or array.ndim == 2:
+        # L, RGB, RGBA, I;16 or F: exactly the route of a file with these pixels.
+        return _fit_decoded([Image.fromarray(array)], **options)
+    # R, G, B of uint16 or float: no Pillow mode holds them.
+    box = _crop_box(width, height, size=size, patch=patch)
+    if size == 0:
+        left, top, right, bottom = box
+        array = array[top:bottom, left:right]
+    planes = [array[:, :, channel] for channel in range(3)]
+    if array.dtype == np.uint16:
+        weights, scale = _LUMA_PER_16BIT, np.float32(1 / 65535)
+    else:
+        weights, scale = _LUMA_FLOAT, np.float32(1)
+        if not all(np.isfinite(plane).all() for plane in planes):
+            raise InputError("image contains NaN or infinite values")
+    if channels == "luma":
+        values = _luma(*planes, weights=weights)
+    else:
+        values = np.empty((3, *planes[0].shape), dtype=np.float32)
+        for channel, plane in enumerate(planes):
+            np.multiply(plane, scale, out=values[channel], dtype=np.float32)
+    return LoadedImage(
+        pixels=_finish(values, box=box, size=size, invert=invert), width=width, height=height
+    )
 
 
 def native_grid(
@@ -558,15 +971,23 @@ def native_grid(
     """The patch grid of ``source`` at its native size (``--size 0``), read from its header only.
 
     The EXIF orientation is applied to the size (a portrait photo stored sideways has its sides
-    swapped); no pixel is decoded. InputError when the file cannot be read or is smaller than one
-    patch.
+    swapped); no pixel is decoded. The file is opened as :func:`decode` opens it (regular files,
+    the formats of :data:`FORMATS` only). InputError when the file cannot be read or is smaller
+    than one patch.
     """
     _check_max_pixels(max_pixels)
     try:
-        with _pillow_limit_lifted(), Image.open(source) as opened:
-            width, height = opened.size
-            if _orientation(opened) in (5, 6, 7, 8):
-                width, height = height, width
+        file, _ = _open_regular(source) if _is_path(source) else (source, None)
+        try:
+            with _pillow_limit_lifted, Image.open(file, formats=_formats()) as opened:
+                width, height = opened.size
+                if _orientation(opened) in (5, 6, 7, 8):
+                    width, height = height, width
+        finally:
+            if file is not source:
+                file.close()
+    except InputError:
+        raise
     except _DECODE_ERRORS as exc:
         raise InputError(_reason(exc, source)) from exc
     if width * height > max_pixels or width < patch or height < patch:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image, ImageFile
 
+from soartc_cli import imageio
 from soartc_cli.errors import InputError, UsageError
 from soartc_cli.imageio import (
     LoadedImage,
@@ -553,7 +554,7 @@ def test_empty_file(tmp_path):
 def test_text_named_jpg(tmp_path):
     path = tmp_path / "notes.jpg"
     path.write_text("this is not a picture\n")
-    with pytest.raises(InputError, match="not an image"):
+    with pytest.raises(InputError, match=r"^not a supported image \(not PNG, JPEG"):
         load_image(path)
 
 
@@ -652,14 +653,16 @@ def test_permission_denied(tmp_path, png_bytes):
         load_image(path)
 
 
-def test_permission_denied_reason(monkeypatch, tmp_path):
+def test_permission_denied_reason(monkeypatch, tmp_path, png_bytes):
     # Runs as root too: the open itself is made to fail as it would for another user.
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Image, "open", denied)
+    path = tmp_path / "secret.png"
+    path.write_bytes(png_bytes)
+    monkeypatch.setattr(imageio.os, "open", denied)
     with pytest.raises(InputError, match=r"^permission denied$"):
-        load_image(tmp_path / "secret.png")
+        load_image(path)
 
 
 @pytest.mark.parametrize(
