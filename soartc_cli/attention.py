@@ -569,7 +569,8 @@ def image_attention(
             f"--weights: W_Q, W_K, W_V need {x.shape[1]} rows for {patch}×{patch} patches "
             f"of {x.shape[1] // (patch * patch)} channel(s), not {weights.shape[0]}"
         )
-    received, entropy = patch_attention(x, weights=weights, norm=norm)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is judged on the result
+        received, entropy = patch_attention(x, weights=weights, norm=norm)
     result = np.stack([received, entropy])[np.newaxis, np.newaxis]
     if not np.isfinite(result).all():
         # Never write NaN rows silently: say whether the pixels or the arithmetic are to blame.
