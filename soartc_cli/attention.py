@@ -10,12 +10,17 @@ QEU (2024). QEUR23_VTFDEV1: SOARTC metrics — an introduction (the seed article
 
 from __future__ import annotations
 
+import math
+import os
+import stat
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from soartc_cli.errors import UsageError
+from soartc_cli.errors import InputError, UsageError
 
 #: The seed article's four "words", one embedding of width 4 per row.
 SEED_WORDS = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=np.int64)
@@ -31,6 +36,18 @@ ATTENTION_METRICS = ("received", "entropy")
 LAYER_NORM_EPS = 1e-5
 #: Largest seed numpy's legacy RandomState accepts.
 MAX_SEED = 2**32 - 1
+#: Names of the arrays a ``--weights`` file must hold.
+WEIGHT_NAMES = ("W_Q", "W_K", "W_V")
+#: Largest ``d`` (columns of each weight matrix) accepted from a file; ViT projections use 64 per
+#: head and at most a few thousand in all.
+MAX_WEIGHTS_DIM = 4096
+#: Largest ``--weights`` file read, whatever ``k``: checked with ``os.stat`` before reading.
+MAX_WEIGHTS_FILE_BYTES = 1 << 30
+#: Room for the zip structure and the ``.npy`` headers on top of the arrays' data, in bytes.
+_NPZ_OVERHEAD = 1 << 20
+#: Bound on ``2·k²·d·max|W_Q|·max|W_K|``, the largest size a difference of two scores can reach
+#: (see :func:`check_weights`), leaving float64 (1.8·10³⁰⁸) eight orders of magnitude of room.
+MAX_SCORE_BOUND = 1e300
 
 
 def softmax(x: np.ndarray, *, axis: int | None = -1) -> np.ndarray:
@@ -253,12 +270,40 @@ def identity_weights(k: int) -> Weights:
 def check_weights(arrays: Mapping[str, np.ndarray], *, k: int) -> Weights:
     """Validate user weights (for example the arrays of an ``.npz`` file) for inputs of width ``k``.
 
-    Every one of ``W_Q, W_K, W_V`` must be a finite ``(k, d)`` matrix with the same ``d``.
+    Parameters
+    ----------
+    arrays : mapping of str to ndarray
+        Must hold ``W_Q``, ``W_K`` and ``W_V``; other keys are ignored.
+    k : int
+        Width of the inputs (``P²``, or ``3·P²`` with RGB).
+
+    Returns
+    -------
+    Weights
+        The three matrices as float64 copies.
+
+    Raises
+    ------
+    UsageError
+        A matrix is missing, not a ``(k, d)`` matrix of real numbers with the same ``d ≥ 1`` for
+        all three, holds NaN or ±inf, or ``W_Q`` and ``W_K`` are so large that the scores
+        ``Q Kᵀ`` could overflow (see Notes). Messages start ``--weights: ``.
+
+    Notes
+    -----
+    Inputs are rows ``x`` with ``‖x‖₂ ≤ √k``: pixels in [0, 1] (``--norm none``), or a LayerNorm
+    row, whose squares sum to ``k·var/(var + ε) < k``. With ``w_Q = max|W_Q|`` and
+    ``w_K = max|W_K|``, each column of ``W_Q`` has norm at most ``√k·w_Q``, so
+    ``|Q_ij| ≤ k·w_Q``, ``‖Q_i‖ ≤ k·√d·w_Q`` and ``|score| = |Q_i·K_j| ≤ k²·d·w_Q·w_K``. The
+    softmax subtracts the row maximum, so the largest number formed is a difference of two
+    scores, at most ``2·k²·d·w_Q·w_K``; it must not exceed :data:`MAX_SCORE_BOUND` (10³⁰⁰).
+    Real projections are far below it (a ViT-B layer: about 10⁸). ``W_V`` enters neither metric
+    and needs only be finite. The bound is computed in logarithms, so it cannot overflow itself.
     """
-    missing = [name for name in ("W_Q", "W_K", "W_V") if name not in arrays]
+    missing = [name for name in WEIGHT_NAMES if name not in arrays]
     if missing:
-        raise UsageError(f"--weights file lacks {', '.join(missing)} (needs W_Q, W_K, W_V)")
-    w = {name: np.asarray(arrays[name]) for name in ("W_Q", "W_K", "W_V")}
+        raise UsageError(f"--weights: file lacks {', '.join(missing)} (needs W_Q, W_K, W_V)")
+    w = {name: np.asarray(arrays[name]) for name in WEIGHT_NAMES}
     shapes = {name: a.shape for name, a in w.items()}
     d = w["W_Q"].shape[-1] if w["W_Q"].ndim == 2 else None
     for name, a in w.items():
@@ -268,9 +313,173 @@ def check_weights(arrays: Mapping[str, np.ndarray], *, k: int) -> Weights:
                 f"--weights: each of W_Q, W_K, W_V must have shape (k, d) = ({k}, d) "
                 f"for these patches; got {shown}"
             )
-        if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+        if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
             raise UsageError(f"--weights: {name} must hold finite numbers")
-    return Weights(*(w[n].astype(np.float64) for n in ("W_Q", "W_K", "W_V")))
+    converted = {n: w[n].astype(np.float64) for n in WEIGHT_NAMES}
+    _check_score_bound(converted["W_Q"], converted["W_K"], k=k)
+    return Weights(*(converted[n] for n in WEIGHT_NAMES))
+
+
+def _check_score_bound(w_q: np.ndarray, w_k: np.ndarray, *, k: int) -> None:
+    """Refuse ``W_Q``, ``W_K`` whose scores could overflow (the bound of :func:`check_weights`)."""
+    largest_q = float(np.max(np.abs(w_q)))
+    largest_k = float(np.max(np.abs(w_k)))
+    if largest_q == 0.0 or largest_k == 0.0:
+        return
+    d = w_q.shape[1]
+    log_bound = (
+        math.log10(2.0) + 2 * math.log10(k) + math.log10(d)
+        + math.log10(largest_q) + math.log10(largest_k)
+    )  # fmt: skip
+    if log_bound > math.log10(MAX_SCORE_BOUND):
+        raise UsageError(
+            f"--weights: W_Q and W_K are too large (max |W_Q| = {largest_q:.3g}, max |W_K| = "
+            f"{largest_k:.3g}): scores Q·Kᵀ could overflow; need 2·k²·d·max|W_Q|·max|W_K| ≤ "
+            f"{MAX_SCORE_BOUND:.0e} (k = {k}, d = {d}); scale the weights down"
+        )
+
+
+class _NotNpz(Exception):
+    """The file is not a readable zip of ``.npy`` arrays (turned into one UsageError)."""
+
+
+def _npy_member(archive: zipfile.ZipFile, name: str, *, k: int, shown: str) -> np.ndarray:
+    """Read array ``name`` of an ``.npz`` archive, checking its header before any data."""
+    try:
+        info = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        raise UsageError(
+            f"--weights: {shown} lacks {name} (needs W_Q, W_K, W_V as {name}.npy members)"
+        ) from None
+    # Declared sizes first: a few megabytes of deflate can claim gigabytes (a zip bomb).
+    limit = _NPZ_OVERHEAD + k * MAX_WEIGHTS_DIM * 8
+    if info.file_size > limit:
+        raise UsageError(
+            f"--weights: {name} in {shown} declares {info.file_size} bytes uncompressed, more "
+            f"than a ({k} × d ≤ {MAX_WEIGHTS_DIM}) matrix of 8-byte numbers needs ({limit})"
+        )
+    if info.flag_bits & 0x1:
+        raise UsageError(f"--weights: {name} in {shown} is encrypted")
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise _NotNpz(f"{name} is an .npy file of version {version}, not 1.0 or 2.0")
+        except ValueError as exc:
+            raise _NotNpz(f"{name} is not an .npy array ({exc})") from None
+        if dtype.hasobject:
+            raise UsageError(
+                f"--weights: {name} in {shown} holds Python objects; soartc never unpickles: "
+                "save plain float arrays (numpy.savez with float64 arrays)"
+            )
+        if dtype.names is not None or dtype.subdtype is not None or dtype.kind not in "biuf":
+            raise UsageError(
+                f"--weights: {name} in {shown} holds {dtype}, not real numbers (integers or floats)"
+            )
+        if dtype.itemsize > 8:
+            raise UsageError(
+                f"--weights: {name} in {shown} holds {dtype}; use float64 or a smaller type"
+            )
+        if len(shape) != 2 or shape[0] != k or not 1 <= shape[1] <= MAX_WEIGHTS_DIM:
+            raise UsageError(
+                f"--weights: {name} in {shown} has shape {shape}; each of W_Q, W_K, W_V must be "
+                f"(k, d) = ({k}, d) for these patches, with 1 ≤ d ≤ {MAX_WEIGHTS_DIM}"
+            )
+        count = shape[0] * shape[1]
+        nbytes = count * dtype.itemsize
+        if info.file_size < member.tell() + nbytes:
+            raise UsageError(
+                f"--weights: {name} in {shown} is truncated: its header needs {nbytes} bytes "
+                f"of data, the member holds {max(info.file_size - member.tell(), 0)}"
+            )
+        data = member.read(nbytes)
+    if len(data) != nbytes:
+        raise _NotNpz(f"{name} ends early")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
+    """Read ``--weights FILE``: an ``.npz`` with ``W_Q``, ``W_K``, ``W_V``, read as untrusted data.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An ``.npz`` file (a zip of ``.npy`` arrays, as ``numpy.savez`` or ``savez_compressed``
+        write it).
+    k : int
+        Width of the inputs (``P²``, or ``3·P²`` with RGB): the row count every matrix needs.
+
+    Returns
+    -------
+    Weights
+        The three ``(k, d)`` matrices as float64.
+
+    Raises
+    ------
+    UsageError
+        One line starting ``--weights: ``, when the file is missing, not a regular file, larger
+        than its budget (judged by ``os.fstat`` before reading), not an ``.npz`` (a ``.npy``
+        renamed, text, a truncated or corrupt zip), lacks an array (naming which), declares
+        more uncompressed bytes than a ``(k, d)`` matrix needs (a zip bomb), holds Python
+        objects, non-numbers, a wrong shape or ``d > MAX_WEIGHTS_DIM``, or fails
+        :func:`check_weights` (NaN, ±inf, weights so large that scores could overflow).
+
+    Notes
+    -----
+    Nothing is unpickled and nothing is inflated before it is checked. The file may hold at most
+    ``min(1 GiB, 3·k·MAX_WEIGHTS_DIM·8 + 1 MiB)`` bytes. For each matrix the zip's declared
+    uncompressed size is checked, then the ``.npy`` header (``numpy.lib.format.read_magic`` and
+    ``read_array_header_1_0``/``2_0``, which parse the header as a literal, never as code): its
+    dtype must be plain integers or floats and its shape ``(k, d)``; only then are exactly the
+    ``k·d·itemsize`` bytes the header announces read (the zip reader never returns more than
+    the declared size, and checks the CRC at the end of the member).
+    """
+    shown = os.fsdecode(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise UsageError(f"--weights: no such file {shown!r} (or use random, identity)") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"--weights: cannot read {shown}: {reason}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise UsageError(f"--weights: cannot read {shown}: it is {kind}")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        budget = min(MAX_WEIGHTS_FILE_BYTES, 3 * k * MAX_WEIGHTS_DIM * 8 + _NPZ_OVERHEAD)
+        if info.st_size > budget:
+            raise UsageError(
+                f"--weights: {shown} is {info.st_size} bytes, more than the {budget} bytes three "
+                f"({k} × d ≤ {MAX_WEIGHTS_DIM}) float64 matrices can need"
+            )
+        try:
+            with zipfile.ZipFile(f) as archive:
+                arrays = {n: _npy_member(archive, n, k=k, shown=shown) for n in WEIGHT_NAMES}
+        except _NotNpz as exc:
+            raise UsageError(
+                f"--weights: cannot read {shown}: not an .npz file (a zip of .npy arrays): {exc}"
+            ) from None
+        except (
+            zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+            RuntimeError, KeyError, UnicodeDecodeError,
+        ) as exc:  # fmt: skip
+            text = " ".join(str(exc).split())[:100] or type(exc).__name__
+            raise UsageError(
+                f"--weights: cannot read {shown}: not an .npz file (a zip of .npy arrays): {text}"
+            ) from None
+    return check_weights(arrays, k=k)
 
 
 def patch_attention(
@@ -344,6 +553,15 @@ def image_attention(
     (1, 1, 2, N) float64 ndarray
         Channel (one: the channels are concatenated), transform ``attention``, metric
         (``received``, ``entropy``), patch — the layout of the SOARTC features.
+
+    Raises
+    ------
+    UsageError
+        The weights do not have ``C·P²`` rows.
+    InputError
+        A result is not finite: the image holds NaN or ±inf pixels, or the scores overflowed
+        although the pixels were finite (possible only with weights that bypassed
+        :func:`check_weights`, or pixels outside [0, 1], such as a float image used as is).
     """
     x = patch_rows(image, patch=patch)
     if weights.shape[0] != x.shape[1]:
@@ -351,5 +569,15 @@ def image_attention(
             f"--weights: W_Q, W_K, W_V need {x.shape[1]} rows for {patch}×{patch} patches "
             f"of {x.shape[1] // (patch * patch)} channel(s), not {weights.shape[0]}"
         )
-    received, entropy = patch_attention(x, weights=weights, norm=norm)
-    return np.stack([received, entropy])[np.newaxis, np.newaxis]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is judged on the result
+        received, entropy = patch_attention(x, weights=weights, norm=norm)
+    result = np.stack([received, entropy])[np.newaxis, np.newaxis]
+    if not np.isfinite(result).all():
+        # Never write NaN rows silently: say whether the pixels or the arithmetic are to blame.
+        if not np.isfinite(x).all():
+            raise InputError("image holds NaN or infinite pixel values")
+        raise InputError(
+            "attention gave non-finite results of finite inputs (the scores Q·Kᵀ overflowed: "
+            "weights too large for these pixel values)"
+        )
+    return result

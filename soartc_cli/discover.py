@@ -3,10 +3,18 @@
 This module touches the file system only (names and directory entries), never pixels. It is fast on
 large folders: one ``os.scandir`` per directory and no ``stat`` per file, except for the rare entry
 that is a symbolic link to something other than a file or a directory.
+
+Nothing found is lost silently: every file with an image name is either listed (and, if it cannot
+be opened, fails later with a reason, as a path longer than the system's ``PATH_MAX`` does) or
+reported through ``on_error``. Directories are listed through file descriptors (``os.scandir`` of
+an open directory, ``stat`` relative to it), and a directory whose path is longer than
+``PATH_MAX`` (4096 bytes on Linux) is opened a few thousand bytes at a time, each part relative
+to the last, so that deep trees are walked to the bottom.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -39,6 +47,14 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 )
 
 _SHARD_PATTERN = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
+#: Most shards ``--shard I/N`` accepts: far more than any array job has machines.
+MAX_SHARDS = 1_000_000_000
+
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+#: Longest piece of a path opened in one call when the whole path is too long (below PATH_MAX).
+_PATH_PIECE = 3072
+#: Directories are listed through descriptors where the platform can (POSIX).
+_SCANDIR_FD = os.scandir in os.supports_fd and os.stat in os.supports_dir_fd
 
 
 @dataclass(frozen=True)
@@ -99,16 +115,117 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _is_unusable_link(entry: os.DirEntry[str]) -> bool:
+def _entry_stat(entry: os.DirEntry[str], source: str) -> os.stat_result:
+    """``entry.stat()`` (links followed), through :func:`_stat` when the full path is too long."""
+    try:
+        return entry.stat()
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    return _stat(source)
+
+
+def _kind(entry: os.DirEntry[str], source: str) -> tuple[bool, bool]:
+    """``(is_dir, is_file)`` of an entry, links followed; raises ``OSError`` when unknowable."""
+    try:
+        is_dir = entry.is_dir()
+        return is_dir, not is_dir and entry.is_file()
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    mode = _stat(source).st_mode
+    return stat.S_ISDIR(mode), stat.S_ISREG(mode)
+
+
+def _is_unusable_link(entry: os.DirEntry[str], source: str) -> bool:
     """True for a symbolic link that leads nowhere (broken, looping or unreadable)."""
     if not entry.is_symlink():
         return False
     try:
-        os.stat(entry.path)
+        _entry_stat(entry, source)
     except OSError:
         return True
     # A link to a FIFO, socket or device: not an image file, and opening it could block.
     return False
+
+
+def _list_directory(directory: str) -> tuple[list[os.DirEntry[str]], int | None]:
+    """The entries of ``directory``, and the descriptor they were listed through (or None).
+
+    ``os.scandir(directory)``; when the path is too long for the system, the directory is
+    opened in pieces (:func:`_open_directory`) and listed through its descriptor, which the
+    caller closes once done with the entries (their ``stat`` is relative to it).
+    """
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries), None
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG or not _SCANDIR_FD:
+            raise
+    fd = _open_directory(directory)
+    try:
+        with os.scandir(fd) as entries:
+            return list(entries), fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_directory(path: str) -> int:
+    """Open directory ``path`` for listing; a path longer than ``PATH_MAX`` is opened in pieces.
+
+    Each piece (whole components, at most ``_PATH_PIECE`` bytes) is opened relative to the
+    descriptor of the pieces before it (``openat``), so the length of the whole path never
+    reaches the kernel. Raises ``OSError`` as ``os.open`` does.
+    """
+    try:
+        return os.open(path, _DIRECTORY_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    raw = os.fsencode(path)
+    pieces: list[bytes] = []
+    for component in raw.split(b"/"):
+        if pieces and len(pieces[-1]) + 1 + len(component) <= _PATH_PIECE:
+            pieces[-1] += b"/" + component
+        else:
+            pieces.append(component)
+    # An absolute path splits into "" first: its first piece then starts with "/".
+    fd = os.open(pieces[0] or b"/", _DIRECTORY_FLAGS)
+    try:
+        for piece in pieces[1:]:
+            if piece:
+                following = os.open(piece, _DIRECTORY_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = following
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _stat(path: str) -> os.stat_result:
+    """``os.stat(path)``, also for a path longer than ``PATH_MAX`` (through its directory)."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG or not _SCANDIR_FD:
+            raise
+    head, tail = os.path.split(path)
+    fd = _open_directory(head or ".")
+    try:
+        return os.stat(tail or ".", dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _report(
+    on_error: Callable[[str, str], None] | None, path: str, reason: str, *, full: str
+) -> None:
+    """Pass a failure to ``on_error``, or raise it as a UsageError naming ``full``."""
+    if on_error is None:
+        raise UsageError(f"{display_path(full)}: {reason}")
+    on_error(path, reason)
 
 
 def _walk(
@@ -119,7 +236,7 @@ def _walk(
 ) -> list[ImageFile]:
     """Image files under directory ``root``, sorted by their relative display path."""
     found: list[ImageFile] = []
-    root_stat = os.stat(root)
+    root_stat = _stat(root)
     # Each stack item: (directory to list, its display prefix, identities of it and its ancestors).
     # Keeping the ancestors' (st_dev, st_ino) stops symbolic-link loops; a directory reached twice
     # through different names (no loop) is listed under both names, as the links say.
@@ -129,45 +246,63 @@ def _walk(
     while stack:
         directory, prefix, ancestors = stack.pop()
         try:
-            with os.scandir(directory) as entries:
-                listed = list(entries)
+            listed, fd = _list_directory(directory)
         except OSError as exc:
             if not prefix:
                 raise UsageError(
                     f"cannot read input directory {display_path(directory)}: {exc.strerror or exc}"
                 ) from exc
             reason = f"cannot read directory: {exc.strerror or exc}"
-            if on_error is None:
-                raise UsageError(f"{display_path(directory)}: {reason}") from exc
-            on_error(prefix.rstrip("/"), reason)
+            _report(on_error, prefix.rstrip("/"), reason, full=directory)
             continue
-        for entry in listed:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            try:
-                is_dir = entry.is_dir()
-                is_file = not is_dir and entry.is_file()
-            except OSError:
-                is_dir = is_file = False
-            if is_dir:
-                if not recursive:
-                    continue
-                try:
-                    info = entry.stat()
-                except OSError:
-                    continue
-                key = (info.st_dev, info.st_ino)
-                if key in ancestors:
-                    continue
-                shown = display_path(name)
-                stack.append((entry.path, f"{prefix}{shown}/", (*ancestors, key)))
-            elif _is_image_name(name) and (is_file or _is_unusable_link(entry)):
-                shown = f"{prefix}{display_path(name)}"
-                label = prefix[: prefix.index("/")] if prefix else ""
-                found.append(ImageFile(source=entry.path, path=shown, label=label))
+        try:
+            _take(listed, directory, prefix, ancestors, recursive, on_error, found, stack)
+        finally:
+            if fd is not None:
+                os.close(fd)
     found.sort(key=lambda image: image.path)
     return found
+
+
+def _take(
+    listed: list[os.DirEntry[str]],
+    directory: str,
+    prefix: str,
+    ancestors: tuple[tuple[int, int], ...],
+    recursive: bool,
+    on_error: Callable[[str, str], None] | None,
+    found: list[ImageFile],
+    stack: list[tuple[str, str, tuple[tuple[int, int], ...]]],
+) -> None:
+    """Sort one directory's entries into image files (``found``) and sub-directories (``stack``)."""
+    for entry in listed:
+        name = entry.name
+        if name.startswith("."):
+            continue
+        source = os.path.join(directory, name)
+        shown = f"{prefix}{display_path(name)}"
+        try:
+            is_dir, is_file = _kind(entry, source)
+            unknown = False
+        except OSError:  # cannot tell what it is (a looping link, an I/O error)
+            is_dir = is_file = False
+            unknown = True
+        if is_dir:
+            if not recursive:
+                continue
+            try:
+                info = _entry_stat(entry, source)
+            except OSError as exc:
+                reason = f"cannot read directory: {exc.strerror or exc}"
+                _report(on_error, shown, reason, full=source)
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key in ancestors:
+                continue
+            stack.append((source, f"{shown}/", (*ancestors, key)))
+        elif _is_image_name(name) and (is_file or unknown or _is_unusable_link(entry, source)):
+            label = prefix[: prefix.index("/")] if prefix else ""
+            found.append(ImageFile(source=source, path=shown, label=label))
 
 
 def _read_lines(stream: TextIO | BinaryIO) -> list[str]:
@@ -245,6 +380,15 @@ def discover(
     ``/abs/a.png``, ``../a.png`` → ``""``), so that naming ``cats/*.png`` gives the same rows as
     walking ``.``. A directory named directly is walked even if its name starts with ``.``.
     A path read from ``stdin`` that names a directory is walked like any input directory.
+
+    A path holding a NUL byte (possible on a line of ``stdin`` or through the API, never on a
+    command line) cannot name a file on POSIX systems: it is reported to ``on_error`` as
+    ``path holds a NUL byte`` (shown with ``\\x00``) and the other paths go on; without
+    ``on_error`` it is a :class:`~soartc_cli.errors.UsageError`. A path named directly that
+    exists but cannot be examined (longer than ``PATH_MAX`` and not reachable in pieces, behind
+    a looping link, not permitted) is listed, so that loading it fails with the system's reason.
+    Inside directories, paths longer than ``PATH_MAX`` are walked too (see the module notes);
+    opening such a file then fails with ``File name too long`` as a reported failure.
     """
     result: list[ImageFile] = []
     for given in inputs:
@@ -263,13 +407,19 @@ def _one_input(
     recursive: bool,
     on_error: Callable[[str, str], None] | None,
 ) -> list[ImageFile]:
+    if "\0" in given:
+        # No POSIX path holds a NUL byte, so no file can be meant: say so and go on.
+        shown = display_path(given).replace("\0", "\\x00")
+        _report(on_error, shown, "path holds a NUL byte (no file can have such a name)", full=shown)
+        return []
     try:
-        mode = os.stat(given).st_mode
-    except OSError:
-        if os.path.lexists(given):
-            mode = None  # a broken or looping link named directly: fails later, with a reason
-        else:
+        mode = _stat(given).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.lexists(given):
             raise UsageError(f"input not found: {display_path(given)}") from None
+        # A broken or looping link, a path too long or not permitted: it fails when loaded,
+        # with the system's reason, instead of vanishing.
+        mode = None
     if mode is not None and stat.S_ISDIR(mode):
         return _walk(given, recursive=recursive, on_error=on_error)
     shown = display_path(given)
@@ -328,11 +478,22 @@ def parse_shard(text: str) -> tuple[int, int]:
     Raises
     ------
     UsageError
-        Text not of the form ``I/N``, ``N < 1`` or ``I`` outside ``[0, N)``.
+        Text not of the form ``I/N`` (signs, decimals and non-ASCII digits are refused), ``N < 1``,
+        ``I`` outside ``[0, N)``, or a number above :data:`MAX_SHARDS`.
+
+    Notes
+    -----
+    More shards than files is not an error: the extra shards are empty (:func:`shard` gives
+    them no file), so an array job may use a fixed ``N`` whatever the folder holds.
     """
     match = _SHARD_PATTERN.fullmatch(text)
     if match is None:
-        raise UsageError(f"shard must be I/N with 0 ≤ I < N (for example 0/4), got {text!r}")
+        raise UsageError(f"shard must be I/N with 0 ≤ I < N (for example 0/4), got {text[:40]!r}")
+    # Compare digit counts first: Python refuses to convert integers of over 4300 digits.
+    if any(len(group.lstrip("0")) > len(str(MAX_SHARDS)) for group in match.groups()):
+        raise UsageError(f"shard numbers must be at most {MAX_SHARDS}, got {text[:40]!r}")
     index, count = int(match.group(1)), int(match.group(2))
+    if count > MAX_SHARDS or index > MAX_SHARDS:
+        raise UsageError(f"shard numbers must be at most {MAX_SHARDS}, got {text[:40]!r}")
     _check_shard(index, count=count)
     return index, count

@@ -329,3 +329,164 @@ def test_parse_shard_bad_text(text):
 def test_parse_shard_out_of_range(text, message):
     with pytest.raises(UsageError, match=message):
         parse_shard(text)
+
+
+# --- hostile trees and path lists (issue 13) ---------------------------------------------------
+
+
+def make_deep_file(root: str, total: int, name: str = "deep.png", data: bytes = b"x") -> str:
+    """A file at ``root/ddd…/ddd…/…/name``, a path of ``total`` bytes or more.
+
+    Built with ``mkdir``/``openat`` relative to the previous directory's descriptor, since no
+    single call may name a path longer than PATH_MAX (4096 bytes); each component is 200 bytes.
+    """
+    path = os.fsencode(root)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while len(path) + 1 + len(name) < total:
+            step = b"d" * min(200, max(1, total - len(path) - 2 - len(name)))
+            os.mkdir(step, dir_fd=fd)
+            following = os.open(step, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = following
+            path += b"/" + step
+        out = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, data)
+        os.close(out)
+    finally:
+        os.close(fd)
+    return os.fsdecode(path + b"/" + os.fsencode(name))
+
+
+needs_openat = pytest.mark.skipif(
+    os.open not in os.supports_dir_fd or os.scandir not in os.supports_fd,
+    reason="needs openat and scandir of a descriptor (POSIX)",
+)
+
+
+@needs_openat
+def test_a_file_past_path_max_is_listed_not_lost(tmp_path):
+    root = str(tmp_path / "root")
+    touch(root, "short.png")
+    deep = make_deep_file(root, 4223)
+    assert len(os.fsencode(deep)) >= 4223
+    with pytest.raises(OSError, match="too long"):
+        os.stat(deep)  # the system refuses the whole path: the walk must not need it
+    files = discover([root])
+    assert paths(files) == [os.path.relpath(deep, root), "short.png"]
+    assert files[0].source == deep
+    assert files[0].label == "d" * 200
+
+
+@needs_openat
+def test_a_directory_past_path_max_is_walked_and_can_be_named(tmp_path):
+    root = str(tmp_path / "root")
+    os.mkdir(root)
+    deep = make_deep_file(root, 9000, name="x.png")
+    # A deeper file again, beside it, makes the last directory's path itself too long to open.
+    parent = os.path.dirname(deep)
+    assert len(os.fsencode(parent)) > 4096
+    assert paths(discover([root])) == [os.path.relpath(deep, root)]
+    # The too-long directory named directly (as a stdin line would) is walked too.
+    (file,) = discover(["-"], stdin=io.StringIO(parent + "\n"))
+    assert file.path == "x.png" and file.source == deep
+
+
+def test_a_nul_byte_in_a_stdin_path_is_reported_and_the_rest_kept(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    problems = []
+    stdin = io.BytesIO(b"a.png\ncats/c\x001.png\nb.JPG\n")
+    files = discover(["-"], stdin=stdin, on_error=lambda *problem: problems.append(problem))
+    assert paths(files) == ["a.png", "b.JPG"]
+    assert problems == [
+        ("cats/c\\x001.png", "path holds a NUL byte (no file can have such a name)")
+    ]
+    with pytest.raises(UsageError, match=r"^cats/c\\x001\.png: path holds a NUL byte"):
+        discover(["-"], stdin=io.BytesIO(b"a.png\ncats/c\x001.png\n"))
+
+
+def test_a_255_byte_name_a_directory_named_like_an_image_and_a_deep_tree(tmp_path):
+    root = str(tmp_path / "root")
+    long_name = "n" * 251 + ".png"
+    assert len(long_name) == 255
+    touch(root, long_name)
+    touch(root, "folder.png/inside.jpg")  # a directory called folder.png: walked, not an image
+    deep = "/".join(["z"] * 400)  # 400 levels: the walk keeps a stack, not recursion
+    touch(root, f"{deep}/bottom.gif")
+    found = paths(discover([root]))
+    assert found == ["folder.png/inside.jpg", long_name, f"{deep}/bottom.gif"]
+    assert paths(discover([root], recursive=False)) == [long_name]
+
+
+def test_a_looping_link_with_an_image_name_is_listed_and_a_self_loop_ends(tmp_path):
+    root = str(tmp_path / "root")
+    touch(root, "a.png")
+    os.symlink("loop.png", os.path.join(root, "loop.png"))  # ELOOP when followed
+    os.symlink(".", os.path.join(root, "self"))
+    found = paths(discover([root]))
+    assert found == ["a.png", "loop.png"]
+
+
+def test_a_path_named_directly_that_cannot_be_examined_is_listed(tmp_path):
+    os.symlink("loop.png", tmp_path / "loop.png")
+    (file,) = discover([str(tmp_path / "loop.png")])
+    assert file.source == str(tmp_path / "loop.png")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0/0", "shard count must be at least 1, got 0"),
+        ("3/2", "shard index must be in 0…1 for 2 shards, got 3"),
+        ("-1/2", "shard must be I/N"),
+        ("1/2/3", "shard must be I/N"),
+        ("a/b", "shard must be I/N"),
+        (f"0/{10**30}", "shard numbers must be at most 1000000000"),
+        (f"{10**30}/{10**31}", "shard numbers must be at most 1000000000"),
+        ("0/" + "9" * 5000, "shard numbers must be at most 1000000000"),  # over Python's int limit
+        ("0/1000000001", "shard numbers must be at most 1000000000"),
+    ],
+)
+def test_parse_shard_refuses_hostile_text_in_one_line(text, message):
+    with pytest.raises(UsageError, match=message) as caught:
+        parse_shard(text)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_more_shards_than_files_gives_empty_shards():
+    assert parse_shard("0/1000000000") == (0, 10**9)
+    assert parse_shard("00007/0008") == (7, 8)
+    files = fake_files(3)
+    slices = [shard(files, index=index, count=8) for index in range(8)]
+    assert [len(part) for part in slices] == [0, 0, 1, 0, 0, 1, 0, 1]
+    assert shard(files, index=10**9 - 1, count=10**9) == files[2:]
+
+
+@needs_openat
+def test_cli_counts_add_up_for_an_image_past_path_max(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    root = tmp_path / "root"
+    root.mkdir()
+    image = io.BytesIO()
+    Image.new("L", (32, 32), 90).save(image, "PNG")
+    (root / "short.png").write_bytes(image.getvalue())
+    deep = make_deep_file(str(root), 4223, data=image.getvalue())
+    out = tmp_path / "out.csv"
+    cmd = [sys.executable, "-m", "soartc_cli", "compute", str(root), "-o", str(out),
+           "--size", "32", "--patch", "16", "--workers", "1"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    shown = os.path.relpath(deep, root)
+    assert f"soartc: skipped {shown}: " in result.stderr
+    record = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    counts = record["counts"]
+    assert counts == {"found": 2, "processed": 1, "failed": 1}
+    assert [failure["path"] for failure in record["failures"]] == [shown]
+    assert "too long" in record["failures"][0]["error"]
+    assert out.read_text().count("\n") == 2  # the header and short.png
