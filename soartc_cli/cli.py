@@ -14,7 +14,6 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 
 from soartc_cli import __version__, attention, imageio, jobs, outputs, rt, runner, tables
@@ -439,7 +438,7 @@ def compute_command(
 def _soartc_job(size, patch, channels, invert, max_pixels, datum, kernels, transforms, metrics):
     """The SOARTC/SOART job of the feature options (``compute`` and ``fit``)."""
     image = _image_settings(size, patch, channels, invert, max_pixels)
-    user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else {}
+    user = transforms_module.read_kernel_file(kernels) if kernels else {}
     bank = transforms_module.merge_kernels(user)
     chosen = transforms_module.parse_transforms(transforms, kernels=bank)
     transforms_module.check_kernels(datum=datum, transforms=chosen, kernels=bank, patch=patch)
@@ -558,20 +557,12 @@ def _demo(seed, high, dim, words, softmax, fmt) -> int:
 
 
 def _weights(spec: str, *, k: int, dim: int, seed: int) -> attention.Weights:
-    """``--weights``: random, identity, or the arrays of an .npz file (shapes checked)."""
+    """``--weights``: random, identity, or the arrays of an .npz file (read as untrusted data)."""
     if spec == "random":
         return attention.random_weights(k, dim=dim, seed=seed)
     if spec == "identity":
         return attention.identity_weights(k)
-    import zipfile  # numpy reads .npz files with it
-
-    try:
-        with open(spec, "rb") as f, np.load(f, allow_pickle=False) as arrays:
-            return attention.check_weights(dict(arrays), k=k)
-    except FileNotFoundError:
-        raise UsageError(f"--weights: no such file {spec!r} (or use random, identity)") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"--weights: cannot read {spec}: {exc}") from None
+    return attention.load_weights_file(spec, k=k)
 
 
 @app.command("fit")
@@ -725,7 +716,7 @@ def transforms_command(
     ] = None,
 ) -> int:
     """List every transform and kernel (with its values), the presets and the metrics."""
-    user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else {}
+    user = transforms_module.read_kernel_file(kernels) if kernels else {}
     out = output_console()
     for item in tables.transform_listing(transforms_module.merge_kernels(user), set(user)):
         out.print(item)
@@ -765,14 +756,6 @@ def _need_inputs(inputs: list[str] | None) -> list[str]:
     if not inputs:
         raise UsageError("give at least one image file or directory (or '-' to read stdin)")
     return inputs
-
-
-def _read_text(path: str, option: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{option}: cannot read {path}: {exc}") from None
 
 
 def run(argv: list[str] | None = None) -> Any:

@@ -184,11 +184,6 @@ def test_cli_refuses_hostile_kernel_files(tiny_folder, tmp_path, text, match):
     assert_one_usage_line(result, "--kernels", match)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py reads --kernels with _read_text (no size budget): the lead wires "
-    "transforms.read_kernel_file in compute and transforms",
-)
 def test_cli_refuses_an_oversized_kernel_file_by_its_size(tiny_folder, tmp_path):
     path = tmp_path / "k.json"
     with open(path, "wb") as f:
@@ -404,11 +399,6 @@ def test_cli_refuses_huge_weights(tiny_folder, tmp_path):
     assert_one_usage_line(result, "--weights", "too large")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._weights still reads --weights with numpy.load: the lead wires "
-    "attention.load_weights_file(path, k=k) there",
-)
 @pytest.mark.parametrize("case", ["objects", "npy renamed", "zip bomb"])
 def test_cli_refuses_hostile_weights_with_the_reason(tiny_folder, weights_cases, case):
     path, _ = weights_cases[case]
