@@ -7,6 +7,7 @@ reaches a user.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -678,6 +679,8 @@ def score_command(
     fitted = unitspace.load_model(model)
     features = inspection.job_from_model(fitted)
     limit = fitted.threshold if threshold is None else threshold
+    if not (math.isfinite(limit) and limit > 0):
+        raise UsageError(f"--threshold must be a positive number, not {limit}")
     job = inspection.ScoreJob(features, fitted, float(limit))
     settings = runner.RunSettings(
         tuple(_need_inputs(inputs)), output, "score", precision, record=record, maps=maps,

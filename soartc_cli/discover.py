@@ -46,6 +46,10 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".webp",
 )
 
+#: The file ``--maps`` leaves in its directory: a directory holding it is never walked for
+#: input images, so soartc's pictures are not taken for photos by a later run.
+MAPS_MARKER = ".soartc-maps"
+
 _SHARD_PATTERN = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
 #: Most shards ``--shard I/N`` accepts: far more than any array job has machines.
 MAX_SHARDS = 1_000_000_000
@@ -256,6 +260,8 @@ def _walk(
             _report(on_error, prefix.rstrip("/"), reason, full=directory)
             continue
         try:
+            if any(entry.name == MAPS_MARKER for entry in listed):
+                continue  # soartc's own pictures (--maps): never read back as input images
             _take(listed, directory, prefix, ancestors, recursive, on_error, found, stack)
         finally:
             if fd is not None:

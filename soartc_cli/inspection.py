@@ -55,20 +55,34 @@ class FeatureCollector(Sink):
 
     def __init__(self) -> None:
         super().__init__(_NullStream(), OutputSpec(_CollectFormat(), _FeatureLayout()), None)
-        self.features: list[np.ndarray] = []
-        self.paths: list[str] = []
+        self.capacity = 0
+        self.store: np.ndarray | None = None
+        self.count = 0
+
+    def reserve(self, images: int) -> None:
+        """Room for this many images: the features are written into one array as they come, so
+        fit holds the good images' features once, never a list and a stacked copy."""
+        self.capacity = images
 
     def write(self, payload) -> None:
-        self.features.append(np.asarray(payload, dtype=np.float64))
+        vectors = np.asarray(payload, dtype=np.float64)
+        if self.store is None:
+            self.store = np.empty((max(self.capacity, 1), *vectors.shape))
+        elif self.count == len(self.store):  # more images than reserved: grow by half
+            grown = np.empty((len(self.store) * 3 // 2 + 1, *self.store.shape[1:]))
+            grown[: self.count] = self.store
+            self.store = grown
+        self.store[self.count] = vectors
+        self.count += 1
 
     def close(self, record) -> None:
         pass
 
     def array(self) -> np.ndarray:
-        """``(n, N, k)`` float64: the collected features."""
-        if not self.features:
+        """``(n, N, k)`` float64: the collected features (a view, no copy)."""
+        if self.store is None:
             return np.empty((0, 0, 0))
-        return np.stack(self.features)
+        return self.store[: self.count]
 
 
 class _NullStream:

@@ -112,9 +112,6 @@ HEADING_SIZE = 13
 LABEL_SIZE = 12
 NUMBER_SIZE = 11
 # The widest text "%.4g" usually writes; min and max must both fit under a colour bar.
-#: A file ``--maps`` leaves in its directory: discovery never reads a directory holding it as
-#: input images, so pictures are not taken for photos by a later run.
-MAPS_MARKER = ".soartc-maps"
 
 _NUMBER_TEMPLATE = "-0.0008888"
 

@@ -172,7 +172,8 @@ def check_outputs(
 
 def _prepare_maps(directory: str, files: Sequence[discover.ImageFile], note: Notify) -> None:
     """Make the pictures directory, check it is writable, warn of picture-name clashes."""
-    from soartc_cli.maps import MAPS_MARKER, name_collisions
+    from soartc_cli.discover import MAPS_MARKER
+    from soartc_cli.maps import name_collisions
 
     try:
         os.makedirs(directory, exist_ok=True)
@@ -454,6 +455,8 @@ def run(
 
     if on_progress_start is not None:
         on_progress_start(len(files))
+    if sink is not None and hasattr(sink, "reserve"):
+        sink.reserve(len(files))
     try:
         if sink is not None:
             report = run_job(

@@ -243,7 +243,7 @@ def transform_listing(bank: dict[str, np.ndarray], user: set[str]) -> list[Table
     """Tables of the kernels (with their values), the rotations, the presets and the metrics."""
     from rich.table import Table
 
-    from soartc_cli.rt import METRIC_PRESETS, METRICS
+    from soartc_cli.rt import METRIC_PRESETS, METRICS_REGISTRY
     from soartc_cli.transforms import ROTATIONS, TRANSFORM_PRESETS
 
     kernels = Table(title="Kernels (SOARTC: s = x ⋆ datum, m = x ⋆ kernel, inside each patch)",
@@ -273,14 +273,8 @@ def transform_listing(bank: dict[str, np.ndarray], user: set[str]) -> list[Table
                         for name, names in TRANSFORM_PRESETS.items()]
                        + [("--metrics", name, ",".join(names))
                           for name, names in METRIC_PRESETS.items()])  # fmt: skip
-    formulas = {
-        "beta": "β = ⟨s,m⟩ / ⟨s,s⟩ (1 when ⟨s,s⟩ ≤ 1e-12)",
-        "delta": "Σm / Σs − β (0 when |Σs| ≤ 1e-12)",
-        "distance": "mean |m − βs|",
-        "noise": "√(Σ(m − βs)² / (k − 1))",
-        "vol": "mean |m| / mean |βs| (1 when the denominator ≤ 1e-12)",
-        "shear": "mean |m − β·vol·s|",
-    }
-    metrics = _listing("Metrics (per patch, s and m flattened to k values)", ("name", "formula"),
-                       [(name, formulas[name]) for name in METRICS])  # fmt: skip
+    metrics = _listing("Metrics (per patch, s and m flattened to k values)",
+                       ("name", "formula", "neutral value"),
+                       [(m.name, m.formula, "%g" % m.neutral)
+                        for m in METRICS_REGISTRY.values()])  # fmt: skip
     return [kernels, rotations, presets, metrics]
