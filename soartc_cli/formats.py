@@ -302,6 +302,24 @@ def format_of(path: str) -> tuple[Format, str | None]:
     )
 
 
+def _is_special(path: str) -> bool:
+    """True when ``path`` exists and is not a regular file (a device, a named pipe)."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path)
+    except (OSError, ValueError):
+        return False
+
+
+def _has_known_suffix(path: str) -> bool:
+    try:
+        format_of(path)
+    except UsageError:
+        return False
+    return True
+
+
 def choose_format(
     output: str | None,
     *,
@@ -309,7 +327,8 @@ def choose_format(
     precision: int = 7,
     pool: Sequence[str] | str = ("mean", "std", "min", "max"),
 ) -> OutputSpec:
-    """The :class:`OutputSpec` of ``-o OUTPUT``: by suffix; ``-`` and no output are CSV.
+    """The :class:`OutputSpec` of ``-o OUTPUT``: by suffix; ``-``, no output, and a device or
+    named pipe without a known suffix (``/dev/null``) are CSV.
 
     Raises UsageError for an unknown suffix, layout or pool statistic, a layout the format cannot
     hold, or a precision outside 1–17.
@@ -317,6 +336,9 @@ def choose_format(
     chosen = get_layout(layout, pool=pool)
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be between 1 and 17, not {precision}")
-    fmt, compression = (FORMATS["csv"], None) if output in (None, "-") else format_of(output)
+    if output in (None, "-") or (_is_special(output) and not _has_known_suffix(output)):
+        fmt, compression = FORMATS["csv"], None  # stdout, a device, a pipe: CSV as for "-"
+    else:
+        fmt, compression = format_of(output)
     fmt.check(chosen)
     return OutputSpec(fmt, chosen, precision, compression)
