@@ -908,7 +908,7 @@ def _image_array(source: object) -> np.ndarray:
             f"got {type(source).__name__}"
         ) from exc
     shape, dtype = array.shape, array.dtype
-    if dtype.kind == "O" and array.ndim == 0:
+    if array.ndim == 0:  # None, a number, any other object
         raise UsageError(
             f"source must be a path, a binary file, a PIL image or an array, "
             f"got {type(source).__name__}"
