@@ -918,3 +918,36 @@ def test_working_bytes_is_the_size_of_the_pixels(rng):
         options.setdefault("size", 224)
         options.setdefault("channels", "luma")
         assert loaded.pixels.nbytes == working_bytes(width, height, patch=8, **options)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "CMYK", "I;16", "F"])
+def test_native_size_in_row_bands_is_exact(tmp_path, monkeypatch, rng, mode):
+    # size 0 converts the crop a band of rows at a time (memory bound): the same bits as one
+    # band, and no float conversion wider than a band.
+    pixels = rng.integers(0, 256, (45, 37, 3), dtype=np.uint8)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (45, 37), dtype=np.uint16))
+    elif mode == "F":
+        image = Image.fromarray(rng.random((45, 37), dtype=np.float32))
+    else:
+        image = Image.fromarray(pixels).convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "F") else "x.png")
+    image.save(path)
+    options = [
+        {"size": 0, "patch": 8, "channels": channels, "invert": invert}
+        for channels in ("luma", "rgb")
+        for invert in (False, True)
+    ]
+    whole = [load_image(path, **option).pixels for option in options]
+    monkeypatch.setattr(imageio, "_CHUNK_PIXELS", 100)  # bands of 100 // 32 = 3 rows
+    converted = []
+    real_convert = Image.Image.convert
+
+    def spy(self, target=None, *args, **kwargs):
+        converted.append(self.size)
+        return real_convert(self, target, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", spy)
+    for option, want in zip(options, whole, strict=True):
+        assert_array_equal(load_image(path, **option).pixels, want)
+    assert all(height <= 3 for _, height in converted), converted
