@@ -800,7 +800,7 @@ def load_image(
     0–255 scale, the box is resized in Pillow, and the 1/255 scale is applied to the S×S
     result. With ``size=0`` the crop to whole patches is converted in bands of rows, so only
     the decoded image and the result are ever held whole (see :func:`working_bytes`): for a
-    5000 × 5000 RGB photo, about 2.3 float32 planes at the peak (luma) instead of 5, and 4.2
+    4000 × 4000 RGB photo, about 2.3 float32 planes at the peak (luma) instead of 5, and 4.2
     instead of 10 with ``channels="rgb"``.
     """
     check_geometry(size, patch=patch, channels=channels)
