@@ -538,7 +538,9 @@ def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return image
 
 
-def _luma(red: np.ndarray, green: np.ndarray, blue: np.ndarray, *, weights=_LUMA_PER_LEVEL):
+def _luma(
+    red: np.ndarray, green: np.ndarray, blue: np.ndarray, *, weights: np.ndarray = _LUMA_PER_LEVEL
+) -> np.ndarray:
     """``(H, W)`` R, G, B → ``(1, H, W)`` float32 ``w_R R + w_G G + w_B B``.
 
     The default weights are the luma weights over 255 (8-bit levels to [0, 1]).
@@ -951,6 +953,9 @@ def _image_array(source: object) -> np.ndarray:
         )
     if array.ndim == 3 and shape[2] == 1:
         array = array[:, :, 0]
+    if not dtype.isnative:  # big-endian data from a file: the same values in native order
+        dtype = dtype.newbyteorder("=")
+        array = array.astype(dtype)
     good_dtype = dtype == np.bool_ or dtype == np.uint8 or dtype == np.uint16 or dtype.kind == "f"
     good_shape = array.ndim == 2 or (array.ndim == 3 and shape[2] in (3, 4))
     if not (good_dtype and good_shape) or array.size == 0:

@@ -796,10 +796,12 @@ def test_uint8_arrays_give_the_pixels_of_a_png_of_them(tmp_path, rng):
         pixels = rng.integers(0, 256, shape, dtype=np.uint8)
         path = tmp_path / "same.png"
         Image.fromarray(pixels).save(path)
+        kept = pixels.copy()
         for options in ({}, {"size": 0, "patch": 8, "channels": "rgb", "invert": True}):
             got = load_image(pixels, **options)
             assert_array_equal(got.pixels, load_image(path, **options).pixels)
             assert (got.width, got.height) == (56, 40)
+        assert_array_equal(pixels, kept)  # the caller's array is not changed
     single = rng.integers(0, 256, (40, 56, 1), dtype=np.uint8)
     assert_array_equal(load_image(single).pixels, load_image(single[:, :, 0]).pixels)
 
