@@ -816,6 +816,11 @@ def test_uint16_float_and_bool_arrays(rng):
     assert_allclose(
         load_image(deep[..., 0], size=0, patch=8).pixels[0], deep[..., 0] / 65535, **TOL
     )
+    swapped = deep.astype(">u2")  # big-endian, as read from some files: the same values
+    assert_array_equal(load_image(swapped, size=0, patch=8).pixels[0], luma)
+    assert_array_equal(
+        load_image(swapped[..., 0], size=0, patch=8).pixels[0], deep[..., 0] / np.float32(65535)
+    )
     values = rng.random((24, 32, 4))  # float: used as is, alpha dropped
     want = 0.299 * values[..., 0] + 0.587 * values[..., 1] + 0.114 * values[..., 2]
     assert_allclose(load_image(values, size=0, patch=8).pixels[0], want, **TOL)
