@@ -231,17 +231,40 @@ def working_bytes(width: int, height: int, *, size: int, patch: int, channels: s
     With ``size=0``, :func:`load_image` holds this many bytes plus the decoded image (Pillow's
     1–4 bytes per pixel; 4 for RGB) plus a few MiB for one band of rows being converted; with
     ``size > 0`` the decoded image and one float32 copy of it (the box is resized from a float
-    image). A caller can so refuse images over a memory budget from the header, before decoding.
+    image). ``load_image(..., max_bytes=B)`` refuses images whose fitted pixels exceed ``B``,
+    from the header, before decoding.
     """
     check_geometry(size, patch=patch, channels=channels)
     if not (_is_whole(width) and _is_whole(height)) or width < 0 or height < 0:
         raise UsageError(f"width and height must be whole numbers ≥ 0, got {width!r}, {height!r}")
+    return _fit_bytes(width, height, size=size, patch=patch, channels=channels)
+
+
+def _fit_bytes(width: int, height: int, *, size: int, patch: int, channels: str) -> int:
     count = 1 if channels == "luma" else 3
     if size:
         return 4 * count * size * size
     if width < patch or height < patch:
         return 0
     return 4 * count * (height - height % patch) * (width - width % patch)
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """``load_image``'s ``max_bytes``, with the geometry that turns a header into bytes."""
+
+    max_bytes: int
+    size: int
+    patch: int
+    channels: str
+
+    def check(self, width: int, height: int) -> None:
+        need = _fit_bytes(width, height, size=self.size, patch=self.patch, channels=self.channels)
+        if need > self.max_bytes:
+            raise InputError(
+                f"image is {width}×{height}: its fitted pixels need {need / 2**20:.1f} MiB, "
+                f"more than max_bytes {self.max_bytes / 2**20:.1f} MiB"
+            )
 
 
 def _check_channels(channels: str) -> None:
@@ -463,9 +486,11 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and value in _ORIENTATION_TRANSPOSE else 1
 
 
-def _upright(image: Image.Image, *, max_pixels: int) -> Image.Image:
+def _upright(image: Image.Image, *, max_pixels: int, budget: _Budget | None) -> Image.Image:
     """Check the size of an opened image, load its pixels and apply its EXIF orientation."""
     _check_pixels(image.width, image.height, max_pixels)
+    if budget is not None:  # the crop's bytes do not change when the image is turned
+        budget.check(image.width, image.height)
     if image.format == "TIFF":
         with _libtiff_quiet():
             image.load()
@@ -517,6 +542,10 @@ def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     ignored (the image is used as stored) rather than refusing a readable image.
     """
     _check_max_pixels(max_pixels)
+    return _decode(source, max_pixels=max_pixels, budget=None)
+
+
+def _decode(source: Source, *, max_pixels: int, budget: _Budget | None) -> Image.Image:
     formats = _formats()
     try:
         file, length = _open_regular(source) if _is_path(source) else (source, None)
@@ -524,7 +553,7 @@ def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             if length == 0:
                 raise InputError("empty file")
             with _pillow_limit_lifted, Image.open(file, formats=formats) as opened:
-                image = _upright(opened, max_pixels=max_pixels)
+                image = _upright(opened, max_pixels=max_pixels, budget=budget)
         finally:
             if file is not source:
                 file.close()
@@ -750,6 +779,7 @@ def load_image(
     channels: str = "luma",
     invert: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
 ) -> LoadedImage:
     """Load one image and fit it to the patch grid (SPEC §2.3–2.5).
 
@@ -775,6 +805,11 @@ def load_image(
         Replace each value ``v`` by ``1 − v`` (after the luma conversion, before fitting).
     max_pixels : int, default 100,000,000
         Refuse larger images, judged from the header (or the size) before decoding.
+    max_bytes : int, optional
+        Refuse images whose fitted pixels would take more than this many bytes
+        (:func:`working_bytes`: with ``size=0``, 4 bytes per channel and pixel of the crop),
+        judged from the header before decoding. None (the default): no limit besides
+        ``max_pixels``.
 
     Returns
     -------
@@ -807,18 +842,24 @@ def load_image(
     """
     check_geometry(size, patch=patch, channels=channels)
     _check_max_pixels(max_pixels)
+    budget = None
+    if max_bytes is not None:
+        if not _is_whole(max_bytes) or max_bytes < 1:
+            raise UsageError(f"max_bytes must be a positive whole number, got {max_bytes!r}")
+        budget = _Budget(max_bytes, size, patch, channels)
+    limits = {"max_pixels": max_pixels, "budget": budget}
     options = {"size": size, "patch": patch, "channels": channels, "invert": invert}
     if isinstance(source, Image.Image):
-        return _fit_decoded([_from_pillow(source, max_pixels=max_pixels)], **options)
+        return _fit_decoded([_from_pillow(source, **limits)], **options)
     if _is_path(source) or hasattr(source, "read"):
-        return _fit_decoded([decode(source, max_pixels=max_pixels)], **options)
-    return _fit_array(_image_array(source), max_pixels=max_pixels, **options)
+        return _fit_decoded([_decode(source, **limits)], **options)
+    return _fit_array(_image_array(source), **limits, **options)
 
 
-def _from_pillow(image: Image.Image, *, max_pixels: int) -> Image.Image:
+def _from_pillow(image: Image.Image, *, max_pixels: int, budget: _Budget | None) -> Image.Image:
     """A caller's Pillow image, loaded and upright (as :func:`decode` leaves a file's)."""
     try:
-        image = _upright(image, max_pixels=max_pixels)
+        image = _upright(image, max_pixels=max_pixels, budget=budget)
     except InputError:
         raise
     except _DECODE_ERRORS as exc:
@@ -970,11 +1011,20 @@ def _image_array(source: object) -> np.ndarray:
 
 
 def _fit_array(
-    array: np.ndarray, *, size: int, patch: int, channels: str, invert: bool, max_pixels: int
+    array: np.ndarray,
+    *,
+    size: int,
+    patch: int,
+    channels: str,
+    invert: bool,
+    max_pixels: int,
+    budget: _Budget | None,
 ) -> LoadedImage:
     """Fit a validated ``(H, W)`` or ``(H, W, 3|4)`` image array (see :func:`load_image`)."""
     height, width = array.shape[:2]
     _check_pixels(width, height, max_pixels)
+    if budget is not None:
+        budget.check(width, height)
     options = {"size": size, "patch": patch, "channels": channels, "invert": invert}
     if array.dtype == np.bool_:
         array = np.multiply(array, np.uint8(255), dtype=np.uint8)

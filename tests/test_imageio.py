@@ -958,3 +958,23 @@ def test_native_size_in_row_bands_is_exact(tmp_path, monkeypatch, rng, mode):
     for option, want in zip(options, whole, strict=True):
         assert_array_equal(load_image(path, **option).pixels, want)
     assert all(height <= 3 for _, height in converted), converted
+
+
+def test_max_bytes_refuses_from_the_header(tmp_path, monkeypatch, rng):
+    path = tmp_path / "wide.png"
+    Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(path)
+    need = working_bytes(70, 40, size=0, patch=16, channels="rgb")  # 3 · 4 · 32 · 64 bytes
+    assert load_image(path, size=0, channels="rgb", max_bytes=need).pixels.nbytes == need
+    assert load_image(path, size=16, channels="rgb", max_bytes=3 * 4 * 16 * 16).width == 70
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    message = r"^image is 70×40: its fitted pixels need 0.0 MiB, more than max_bytes 0.0 MiB$"
+    with pytest.raises(InputError, match=message):
+        load_image(path, size=0, channels="rgb", max_bytes=need - 1)
+    with pytest.raises(InputError, match="more than max_bytes"):
+        load_image(np.zeros((40, 70), np.uint8), size=0, max_bytes=100)
+    with pytest.raises(UsageError, match="max_bytes must be a positive whole number, got 0"):
+        load_image(path, max_bytes=0)
