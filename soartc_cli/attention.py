@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from soartc_cli.errors import InputError, UsageError
+from soartc_cli.patches import patch_view
 
 #: The seed article's four "words", one embedding of width 4 per row.
 SEED_WORDS = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=np.int64)
@@ -523,15 +524,22 @@ def patch_rows(image: np.ndarray, *, patch: int) -> np.ndarray:
     """The patches of an image as rows: ``(C, H, W)`` → ``(N, C·P²)``.
 
     Patches are row-major; a row holds the patch's first channel (row by row), then the next
-    channel, so with RGB a patch's R, G and B values are concatenated.
+    channel, so with RGB a patch's R, G and B values are concatenated. The patches are cut by
+    :func:`~soartc_cli.patches.patch_view` (one copy, made by the final reshape).
+
+    Raises
+    ------
+    UsageError
+        ``image`` is not ``(H, W)`` or ``(C, H, W)``, or ``patch`` does not divide its sides.
     """
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[np.newaxis]
-    c, h, w = image.shape
-    rows, cols = h // patch, w // patch
-    blocks = image.reshape(c, rows, patch, cols, patch).transpose(1, 3, 0, 2, 4)
-    return blocks.reshape(rows * cols, c * patch * patch)
+    if image.ndim != 3:
+        raise UsageError(f"image must be (H, W) or (C, H, W), got shape {image.shape}")
+    blocks = patch_view(image, patch=patch).transpose(1, 2, 0, 3, 4)  # (rows, cols, C, P, P)
+    rows, cols, channels = blocks.shape[:3]
+    return blocks.reshape(rows * cols, channels * patch * patch)
 
 
 def image_attention(

@@ -266,7 +266,7 @@ Dim = Annotated[
 
 def _image_settings(size, patch, channels, invert, max_pixels) -> jobs.ImageSettings:
     attention.check_choice(channels, name="--channels", choices=("luma", "rgb"))
-    imageio.check_geometry(size, patch=patch)
+    imageio.check_geometry(size, patch=patch, channels=channels)
     if max_pixels < 1:
         raise UsageError(f"--max-pixels must be at least 1, not {max_pixels}")
     return jobs.ImageSettings(size, patch, channels, invert, max_pixels)

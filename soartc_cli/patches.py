@@ -104,14 +104,10 @@ def patch_view(image: np.ndarray, *, patch: int) -> np.ndarray:
     if image.ndim < 2:
         raise UsageError(f"image must have at least 2 dimensions, got shape {image.shape}")
     rows, cols = patch_grid(image.shape[-2:], patch=patch)
-    lead = image.shape[:-2]
-    *lead_strides, row_stride, col_stride = image.strides
-    return np.lib.stride_tricks.as_strided(
-        image,
-        shape=(*lead, rows, cols, patch, patch),
-        strides=(*lead_strides, patch * row_stride, patch * col_stride, row_stride, col_stride),
-        writeable=image.flags.writeable,
-    )
+    # Splitting an axis in two never needs a copy, whatever the strides: H → (rows, P) and
+    # W → (cols, P) is a view, and swapping two axes is one too.
+    split = image.reshape(*image.shape[:-2], rows, patch, cols, patch)
+    return split.swapaxes(-3, -2)
 
 
 def to_patches(image: np.ndarray, *, patch: int) -> np.ndarray:

@@ -234,3 +234,25 @@ def test_layer_norm_standardises_rows():
 def test_check_weights_rejects_wrong_shapes(arrays, message):
     with pytest.raises(UsageError, match=message):
         attention.check_weights(arrays, k=4)
+
+
+def test_patch_rows_by_hand_and_from_the_patcher():
+    image = np.arange(2 * 4 * 6.0).reshape(2, 4, 6)  # 2 channels, 2 × 3 patches of 2 × 2
+    rows = attention.patch_rows(image, patch=2)
+    assert rows.shape == (6, 8)
+    # patch (1, 2): rows 2–3, columns 4–5 of channel 0, then of channel 1
+    assert_array_equal(rows[5], [16, 17, 22, 23, 40, 41, 46, 47])
+    for n in range(6):
+        i, j = divmod(n, 3)
+        want = image[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].reshape(-1)
+        assert_array_equal(rows[n], want)
+    assert_array_equal(attention.patch_rows(image[0], patch=2), rows[:, :4])
+
+
+def test_patch_rows_errors():
+    with pytest.raises(
+        UsageError, match="patch must divide the image width: 6 is not a multiple of 4"
+    ):
+        attention.patch_rows(np.zeros((1, 8, 6)), patch=4)
+    with pytest.raises(UsageError, match=r"image must be \(H, W\) or \(C, H, W\)"):
+        attention.patch_rows(np.zeros((1, 1, 4, 4)), patch=2)

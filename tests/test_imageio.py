@@ -29,6 +29,7 @@ from soartc_cli.imageio import (
     fit,
     load_image,
     to_array,
+    working_bytes,
 )
 
 # float32 arithmetic against float64 references: a few float32 ulps of values in [0, 1].
@@ -709,3 +710,271 @@ def test_fast_path_equals_the_plain_steps(tmp_path, rng, mode, size, invert, cha
     assert got.dtype == np.float32
     assert got.shape == want.shape
     assert_allclose(got, want, rtol=0, atol=3e-7)
+
+
+# --- one crop box for every route ----------------------------------------------------------------
+
+
+def test_the_crop_box_of_every_route_comes_from_one_function(tmp_path, monkeypatch, rng):
+    # Move the box to the top-left square: the 8-bit route (PNG), the 16-bit route (to_array)
+    # and the public fit must all follow, with size S and with size 0.
+    grey = rng.integers(0, 256, (40, 56), dtype=np.uint8)
+    deep = (grey.astype(np.uint16) * 257).astype(np.uint16)
+    eight, sixteen = tmp_path / "eight.png", tmp_path / "sixteen.png"
+    Image.fromarray(grey).save(eight)
+    Image.fromarray(deep).save(sixteen)
+    real_box = imageio._crop_box
+
+    def top_left(width, height, *, size, patch):
+        box = real_box(width, height, size=size, patch=patch)
+        return (0, 0, box[2] - box[0], box[3] - box[1])
+
+    monkeypatch.setattr(imageio, "_crop_box", top_left)
+    values = grey / 255.0
+    plane = Image.fromarray(values.astype(np.float32))
+    want = np.asarray(plane.resize((16, 16), Image.BILINEAR, box=(0, 0, 40, 40)))
+    for path in (eight, sixteen):
+        assert_allclose(load_image(path, size=16, patch=8).pixels[0], want, **TOL)
+    assert_allclose(fit(values[np.newaxis], size=16, patch=8)[0], want, **TOL)
+    want_native = values[:32, :48]  # 40 × 56 → 32 × 48, from (0, 0) instead of (4, 4)
+    for path in (eight, sixteen):
+        assert_allclose(load_image(path, size=0, patch=16).pixels[0], want_native, **TOL)
+    assert_allclose(fit(values[np.newaxis], size=0, patch=16)[0], want_native, **TOL)
+
+
+def test_native_size_converts_only_the_crop(tmp_path, monkeypatch, rng):
+    # size 0 crops the decoded 8-bit image before any float conversion: no float copy of the
+    # whole image is made (memory bound of issue 13).
+    path = tmp_path / "wide.png"
+    Image.fromarray(rng.integers(0, 256, (37, 71, 3), dtype=np.uint8)).save(path)
+    converted = []
+    real_convert = Image.Image.convert
+
+    def spy(self, mode=None, *args, **kwargs):
+        if mode == "F":
+            converted.append(self.size)
+        return real_convert(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", spy)
+    for channels in ("luma", "rgb"):
+        converted.clear()
+        assert load_image(path, size=0, patch=8, channels=channels).pixels.shape[1:] == (32, 64)
+        assert converted and set(converted) == {(64, 32)}
+
+
+# --- sources: Pillow images and arrays ---------------------------------------------------------
+
+
+def test_pillow_image_source_is_the_file(tmp_path, rgb_array):
+    path = tmp_path / "rgb.png"
+    Image.fromarray(rgb_array).save(path)
+    for options in ({}, {"size": 0, "channels": "rgb"}, {"size": 32, "invert": True}):
+        want = load_image(path, **options)
+        with Image.open(path) as lazy:  # not loaded yet: load_image loads it
+            got = load_image(lazy, **options)
+        assert_array_equal(got.pixels, want.pixels)
+        assert (got.width, got.height) == (want.width, want.height)
+
+
+def test_pillow_image_source_gets_exif_orientation_and_max_pixels(rgb_array):
+    image = Image.fromarray(rgb_array)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to show
+    image.info["exif"] = exif.tobytes()
+    image.getexif()[0x0112] = 6
+    loaded = load_image(image, size=0, patch=8)
+    assert (loaded.width, loaded.height) == (48, 64)
+    upright = np.rot90(rgb_array, k=-1)
+    assert_allclose(loaded.pixels[0], ref_luma(upright), **TOL)
+    assert image.size == (64, 48)  # the caller's image is not changed
+    with pytest.raises(InputError, match="more than --max-pixels 100"):
+        load_image(image, max_pixels=100)
+
+
+def test_uint8_arrays_give_the_pixels_of_a_png_of_them(tmp_path, rng):
+    for shape in [(40, 56), (40, 56, 3), (40, 56, 4)]:
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        path = tmp_path / "same.png"
+        Image.fromarray(pixels).save(path)
+        kept = pixels.copy()
+        for options in ({}, {"size": 0, "patch": 8, "channels": "rgb", "invert": True}):
+            got = load_image(pixels, **options)
+            assert_array_equal(got.pixels, load_image(path, **options).pixels)
+            assert (got.width, got.height) == (56, 40)
+        assert_array_equal(pixels, kept)  # the caller's array is not changed
+    single = rng.integers(0, 256, (40, 56, 1), dtype=np.uint8)
+    assert_array_equal(load_image(single).pixels, load_image(single[:, :, 0]).pixels)
+
+
+def test_uint16_float_and_bool_arrays(rng):
+    deep = rng.integers(0, 65536, (24, 32, 3), dtype=np.uint16)
+    luma = load_image(deep, size=0, patch=8).pixels[0]
+    want = (0.299 * deep[..., 0] + 0.587 * deep[..., 1] + 0.114 * deep[..., 2]) / 65535.0
+    assert_allclose(luma, want, **TOL)
+    rgb = load_image(deep, size=0, patch=8, channels="rgb").pixels
+    assert_allclose(rgb, deep.transpose(2, 0, 1) / 65535.0, **TOL)
+    assert_allclose(
+        load_image(deep[..., 0], size=0, patch=8).pixels[0], deep[..., 0] / 65535, **TOL
+    )
+    swapped = deep.astype(">u2")  # big-endian, as read from some files: the same values
+    assert_array_equal(load_image(swapped, size=0, patch=8).pixels[0], luma)
+    assert_array_equal(
+        load_image(swapped[..., 0], size=0, patch=8).pixels[0], deep[..., 0] / np.float32(65535)
+    )
+    values = rng.random((24, 32, 4))  # float: used as is, alpha dropped
+    want = 0.299 * values[..., 0] + 0.587 * values[..., 1] + 0.114 * values[..., 2]
+    assert_allclose(load_image(values, size=0, patch=8).pixels[0], want, **TOL)
+    assert_allclose(load_image(values, size=16, patch=8).pixels[0], spec_fit(want, 16), **TOL)
+    grey = rng.random((24, 32)) * 3 - 1  # outside [0, 1]: still as is, like a mode F file
+    assert_allclose(load_image(grey, size=0, patch=8).pixels[0], grey, **TOL)
+    inverted = load_image(grey.astype(np.float16), size=0, patch=8, invert=True).pixels[0]
+    assert_allclose(inverted, 1 - grey.astype(np.float16).astype(np.float64), **TOL)
+    mask = rng.random((24, 32)) > 0.5
+    assert_array_equal(load_image(mask, size=0, patch=8).pixels[0], mask)
+
+
+def test_non_finite_float_arrays_are_input_errors():
+    for shape in [(16, 16), (16, 16, 3)]:
+        values = np.zeros(shape)
+        values[3, 4] = np.nan
+        with pytest.raises(InputError, match="NaN or infinite"):
+            load_image(values, size=16)
+
+
+@pytest.mark.parametrize(
+    ("array", "named"),
+    [
+        (np.zeros((16, 16, 2), np.uint8), r"shape \(16, 16, 2\) dtype uint8"),
+        (np.zeros((2, 16, 16, 3), np.uint8), r"shape \(2, 16, 16, 3\)"),
+        (np.zeros(16, np.uint8), r"shape \(16,\)"),
+        (np.zeros((16, 16), np.complex64), "dtype complex64"),
+        (np.zeros((16, 16), np.int32), "dtype int32"),
+        (np.zeros((16, 16), np.int64), "dtype int64"),
+        (np.zeros((16, 16), object), "dtype object"),
+        (np.zeros((0, 16), np.uint8), r"at least one pixel; got shape \(0, 16\)"),
+        (np.zeros((3, 32, 32), np.uint8), r"channels first\? pass array.transpose\(1, 2, 0\)"),
+        ([[1, 2], [3, 4]], "dtype int64"),
+    ],
+)
+def test_bad_arrays_are_usage_errors_naming_shape_and_dtype(array, named):
+    with pytest.raises(UsageError, match=r"^an image array must be H×W .*" + named):
+        load_image(array, size=16)
+
+
+def test_other_sources_are_usage_errors():
+    for source in (None, 42, object()):
+        with pytest.raises(UsageError, match="source must be a path, a binary file, a PIL image"):
+            load_image(source)
+
+
+# --- geometry budget ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "patch", "channels", "message"),
+    [
+        (2**40, 16, "luma", r"^size must be at most 16384, got 1099511627776"),
+        (100000, 10000, "luma", r"^size must be at most 16384, got 100000"),
+        (10**9, 16, "luma", r"^size must be at most 16384"),
+        (1, 16, "luma", r"^patch must not be larger than size: patch 16 > size 1$"),
+        (16, 32, "luma", r"^patch must not be larger than size: patch 32 > size 16$"),
+        (0, 10**9, "luma", r"^patch must be at most 16384, got 1000000000$"),
+        (224, -16, "luma", r"^patch must be a positive whole number, got -16$"),
+        (224, 0, "luma", r"^patch must be a positive whole number, got 0$"),
+        (224, 16.0, "luma", r"^patch must be a positive whole number, got 16.0$"),
+        (224, True, "luma", r"^patch must be a positive whole number, got True$"),
+        (-224, 16, "luma", r"^size must be 0 \(native size\) or a positive whole number"),
+        (16000, 16, "rgb", r"^size 16000 with channels 'rgb' needs 2.86 GiB per image, more "
+         r"than 1 GiB: use a size of at most 9459$"),
+        (224, 16, "cmyk", r"^channels must be 'luma' or 'rgb', got 'cmyk'$"),
+    ],
+)  # fmt: skip
+def test_check_geometry_budget(size, patch, channels, message):
+    with pytest.raises(UsageError, match=message):
+        check_geometry(size, patch=patch, channels=channels)
+    with pytest.raises(UsageError, match=message):
+        load_image(np.zeros((16, 16), np.uint8), size=size, patch=patch, channels=channels)
+
+
+def test_check_geometry_limits_are_reachable():
+    check_geometry(16384, patch=16)  # 1 GiB of luma: the limit itself
+    check_geometry(9456, patch=16, channels="rgb")
+    check_geometry(1, patch=1)
+    check_geometry(0, patch=16384)
+    with pytest.raises(UsageError, match="use a size of at most 9459"):
+        check_geometry(9472, patch=16, channels="rgb")
+
+
+def test_working_bytes():
+    assert working_bytes(640, 480, size=224, patch=16, channels="luma") == 4 * 224 * 224
+    assert working_bytes(640, 480, size=224, patch=16, channels="rgb") == 3 * 4 * 224 * 224
+    assert working_bytes(5000, 5000, size=0, patch=16, channels="rgb") == 3 * 4 * 4992 * 4992
+    assert working_bytes(50, 37, size=0, patch=16, channels="luma") == 4 * 32 * 48
+    assert working_bytes(15, 300, size=0, patch=16, channels="luma") == 0
+    with pytest.raises(UsageError, match="patch must divide size"):
+        working_bytes(640, 480, size=224, patch=15, channels="luma")
+    with pytest.raises(UsageError, match="width and height must be whole numbers"):
+        working_bytes(-1, 480, size=0, patch=16, channels="luma")
+
+
+def test_working_bytes_is_the_size_of_the_pixels(rng):
+    for shape, options in [((37, 50, 3), {"size": 0, "channels": "rgb"}), ((20, 30), {})]:
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        loaded = load_image(pixels, patch=8, **options)
+        height, width = shape[:2]
+        options.setdefault("size", 224)
+        options.setdefault("channels", "luma")
+        assert loaded.pixels.nbytes == working_bytes(width, height, patch=8, **options)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "CMYK", "I;16", "F"])
+def test_native_size_in_row_bands_is_exact(tmp_path, monkeypatch, rng, mode):
+    # size 0 converts the crop a band of rows at a time (memory bound): the same bits as one
+    # band, and no float conversion wider than a band.
+    pixels = rng.integers(0, 256, (45, 37, 3), dtype=np.uint8)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (45, 37), dtype=np.uint16))
+    elif mode == "F":
+        image = Image.fromarray(rng.random((45, 37), dtype=np.float32))
+    else:
+        image = Image.fromarray(pixels).convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "F") else "x.png")
+    image.save(path)
+    options = [
+        {"size": 0, "patch": 8, "channels": channels, "invert": invert}
+        for channels in ("luma", "rgb")
+        for invert in (False, True)
+    ]
+    whole = [load_image(path, **option).pixels for option in options]
+    monkeypatch.setattr(imageio, "_CHUNK_PIXELS", 100)  # bands of 100 // 32 = 3 rows
+    converted = []
+    real_convert = Image.Image.convert
+
+    def spy(self, target=None, *args, **kwargs):
+        converted.append(self.size)
+        return real_convert(self, target, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", spy)
+    for option, want in zip(options, whole, strict=True):
+        assert_array_equal(load_image(path, **option).pixels, want)
+    assert all(height <= 3 for _, height in converted), converted
+
+
+def test_max_bytes_refuses_from_the_header(tmp_path, monkeypatch, rng):
+    path = tmp_path / "wide.png"
+    Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(path)
+    need = working_bytes(70, 40, size=0, patch=16, channels="rgb")  # 3 · 4 · 32 · 64 bytes
+    assert load_image(path, size=0, channels="rgb", max_bytes=need).pixels.nbytes == need
+    assert load_image(path, size=16, channels="rgb", max_bytes=3 * 4 * 16 * 16).width == 70
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    message = r"^image is 70×40: its fitted pixels need 0.0 MiB, more than max_bytes 0.0 MiB$"
+    with pytest.raises(InputError, match=message):
+        load_image(path, size=0, channels="rgb", max_bytes=need - 1)
+    with pytest.raises(InputError, match="more than max_bytes"):
+        load_image(np.zeros((40, 70), np.uint8), size=0, max_bytes=100)
+    with pytest.raises(UsageError, match="max_bytes must be a positive whole number, got 0"):
+        load_image(path, max_bytes=0)

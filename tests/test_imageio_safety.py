@@ -7,6 +7,7 @@ import io
 import os
 import socket
 import stat
+import subprocess
 import sys
 import threading
 
@@ -262,3 +263,20 @@ def test_a_good_tiff_still_decodes_with_libtiff_quiet(tmp_path, rng):
     Image.fromarray(pixels).save(path, compression="tiff_adobe_deflate")
     want = pixels[:, 1:41].astype(np.float32) * np.float32(1 / 255)
     assert_array_equal(load_image(path, size=0, patch=8).pixels[0], want)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="libtiff found through /proc/self/maps")
+def test_a_run_with_a_corrupt_tiff_prints_only_its_skip_line(tmp_path, rng):
+    # The whole pipeline, in worker processes: libtiff's own line must not reach stderr.
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "bad.tif").write_bytes(corrupt_lzw_tiff(rng))
+    Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(root / "good.png")
+    for workers in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "soartc_cli", "compute", str(root), "-q", "--workers", workers,
+             "-o", str(tmp_path / "out.csv"), "--size", "32", "--patch", "8"],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 1
+        assert proc.stderr == "soartc: skipped bad.tif: corrupt image data (decoder error -2)\n"

@@ -160,3 +160,33 @@ def test_patches_round_trip(rows, cols, patch, channels, seed):
         patches[..., n, :, :],
         image[..., i * patch : (i + 1) * patch, j * patch : (j + 1) * patch],
     )
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.arange(3 * 12 * 18.0).reshape(3, 12, 18)[:, 3:9, 6:12],  # a crop: strided rows
+        np.arange(12 * 18.0).reshape(12, 18).T,  # transposed: column-major
+        np.arange(24 * 36.0).reshape(24, 36)[::2, ::3],  # every other row, every third column
+    ],
+)
+def test_patch_view_of_a_strided_image_is_a_view(image):
+    view = patch_view(image, patch=3)
+    *lead, height, width = image.shape
+    assert view.shape == (*lead, height // 3, width // 3, 3, 3)
+    for i in range(height // 3):
+        for j in range(width // 3):
+            assert_array_equal(
+                view[..., i, j, :, :], image[..., 3 * i : 3 * i + 3, 3 * j : 3 * j + 3]
+            )
+    view[..., 0, 0, 0, 0] = -1.0  # writes through: never a copy
+    assert np.all(image[..., 0, 0] == -1.0)
+
+
+def test_patch_view_keeps_read_only_read_only():
+    image = np.zeros((4, 4))
+    image.flags.writeable = False
+    view = patch_view(image, patch=2)
+    assert not view.flags.writeable
+    with pytest.raises(ValueError):
+        view[0, 0, 0, 0] = 1.0
