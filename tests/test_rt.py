@@ -14,7 +14,6 @@ from soartc_cli.rt import (
     METRIC_PRESETS,
     METRICS,
     METRICS_REGISTRY,
-    TINY,
     Shared,
     compare_prepared,
     parse_metrics,
@@ -296,7 +295,6 @@ def test_the_registry():
         assert metric.formula and "\n" not in metric.formula
         assert "Notes" in metric.func.__doc__ and ".. math::" in metric.func.__doc__
     assert "β = ⟨s,m⟩ / ⟨s,s⟩ (1 when ⟨s,s⟩ ≤ 1e-12)" == METRICS_REGISTRY["beta"].formula
-    assert TINY == 1e-12
 
 
 @pytest.mark.parametrize(
