@@ -124,10 +124,14 @@ def register_metric(
         raise UsageError(f"metric {name!r} is already registered")
     if not isinstance(formula, str) or not formula.strip() or "\n" in formula:
         raise UsageError(f"the formula of metric {name!r} must be one non-empty line")
+    if isinstance(neutral, bool) or not isinstance(neutral, (int, float, np.floating)):
+        raise UsageError(f"the neutral value of metric {name!r} must be a number, got {neutral!r}")
 
     def register(func: Callable[[Shared], np.ndarray]) -> Callable[[Shared], np.ndarray]:
         if not callable(func):
             raise UsageError(f"metric {name!r} must be a function of a Shared context")
+        if name in METRICS_REGISTRY:  # registered since the decorator was made
+            raise UsageError(f"metric {name!r} is already registered")
         METRICS_REGISTRY[name] = Metric(name, func, formula, float(neutral))
         return func
 

@@ -321,6 +321,8 @@ def test_register_and_unregister_errors():
         register_metric("two_lines", formula="a\nb", neutral=0.0)
     with pytest.raises(UsageError, match="one non-empty line"):
         register_metric("blank", formula=" ", neutral=0.0)
+    with pytest.raises(UsageError, match="must be a number"):
+        register_metric("no_neutral", formula="x", neutral="0")
     with pytest.raises(UsageError, match="must be a function"):
         register_metric("number", formula="1", neutral=1.0)(1.0)
     with pytest.raises(UsageError, match="built in"):
