@@ -289,10 +289,10 @@ def soartc_features(
             measured = measured.reshape(len(turns), channels, patch * patch, count)
             if plan.turns_slice is not None:
                 target = by_metric[:, plan.turns_slice, :, done]
-                compare_prepared(standard, measured, metrics, axis=-2, out=target)
+                compare_prepared(standard, measured, metrics=metrics, axis=-2, out=target)
             else:
                 by_metric[:, turns, :, done] = compare_prepared(
-                    standard, measured, metrics, axis=-2
+                    standard, measured, metrics=metrics, axis=-2
                 )
 
     return result
@@ -312,8 +312,8 @@ def _kernel_parts(x: np.ndarray, plan: _Plan, by_metric: np.ndarray, done: slice
     stats = {"axis": -2, "ss": dots[0], "sm": dots[rows]}
     if plan.parts_slice is not None:
         target = by_metric[:, plan.parts_slice, :, done]
-        compare_prepared(standard, measured, plan.metrics, out=target, **stats)
+        compare_prepared(standard, measured, metrics=plan.metrics, out=target, **stats)
     else:
         by_metric[:, plan.parts, :, done] = compare_prepared(
-            standard, measured, plan.metrics, **stats
+            standard, measured, metrics=plan.metrics, **stats
         )

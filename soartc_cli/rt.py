@@ -446,8 +446,8 @@ class Shared:
 def compare_prepared(
     s: np.ndarray,
     m: np.ndarray,
-    metrics: Sequence[str],
     *,
+    metrics: Sequence[str],
     axis: int = -1,
     ss: np.ndarray | None = None,
     sm: np.ndarray | None = None,
@@ -678,4 +678,4 @@ def soart_compare(
         raise UsageError(
             f"the leading axes of s and m do not broadcast: shapes {s.shape} and {m.shape}"
         ) from None
-    return compare_prepared(s, m, metrics)
+    return compare_prepared(s, m, metrics=metrics)

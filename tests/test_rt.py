@@ -218,9 +218,9 @@ def test_beta_falls_back_to_one_at_exactly_1e_12_and_not_above():
     # the same through the (..., k, n) layout of features, where ⟨s, s⟩ may come precomputed
     s2 = np.array([[X_AT, X_ABOVE], [0.0, 0.0]])
     m2 = np.array([[2e-6, 2e-6], [1.0, 1.0]])
-    assert_array_equal(compare_prepared(s2, m2, ["beta"], axis=-2)[0], [1.0, above])
+    assert_array_equal(compare_prepared(s2, m2, metrics=["beta"], axis=-2)[0], [1.0, above])
     assert_array_equal(
-        compare_prepared(s2, m2, ["beta"], axis=-2, ss=np.array([1e-12, X_ABOVE**2]))[0],
+        compare_prepared(s2, m2, metrics=["beta"], axis=-2, ss=np.array([1e-12, X_ABOVE**2]))[0],
         [1.0, above],
     )
 
@@ -338,13 +338,13 @@ def test_unknown_names_raise_in_every_path():
         soart_compare([1, 2, 3], [2, 1, 4], metrics=["corr"])
     s, m = np.array([1.0, 2.0, 3.0]), np.array([2.0, 1.0, 4.0])
     with pytest.raises(UsageError, match="unknown metrics 'corr'"):
-        compare_prepared(s, m, ("beta", "corr"))
+        compare_prepared(s, m, metrics=("beta", "corr"))
     with pytest.raises(UsageError, match="unknown metrics 'corr'"):
-        compare_prepared(s[:, None], m[:, None], ("corr",), axis=-2)
+        compare_prepared(s[:, None], m[:, None], metrics=("corr",), axis=-2)
     with pytest.raises(UsageError, match="unknown metrics 'corr'"):
         Shared(s, m).value("corr")
     with pytest.raises(UsageError, match="name a metric"):
-        compare_prepared(s, m, ())
+        compare_prepared(s, m, metrics=())
 
 
 def test_shared_quantities_are_computed_once_and_the_residual_buffer_is_reused(monkeypatch):
