@@ -345,6 +345,8 @@ def test_unknown_names_raise_in_every_path():
         Shared(s, m).value("corr")
     with pytest.raises(UsageError, match="name a metric"):
         compare_prepared(s, m, metrics=())
+    with pytest.raises(UsageError, match="axis must be -1 or -2"):
+        compare_prepared(s, m, metrics=("beta",), axis=0)
 
 
 def test_shared_quantities_are_computed_once_and_the_residual_buffer_is_reused(monkeypatch):
