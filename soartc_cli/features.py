@@ -14,7 +14,7 @@ import numpy as np
 
 from soartc_cli.errors import InputError, UsageError
 from soartc_cli.patches import patch_grid
-from soartc_cli.rt import METRIC_PRESETS, METRICS_REGISTRY, check_metrics, compare_prepared
+from soartc_cli.rt import METRIC_PRESETS, check_metrics, compare_prepared
 from soartc_cli.transforms import KERNELS, ROTATIONS, TRANSFORM_PRESETS, check_kernels
 
 __all__ = ["soartc_features"]
@@ -65,18 +65,17 @@ def _plan_key(patch, transforms, datum, metrics, kernels) -> tuple:
             raise TypeError  # not cached: check_kernels reports it
         arrays.append((name, kernel.dtype.str, kernel.shape, kernel.tobytes()))
     membership = tuple(name in kernels for name in transforms)
-    # The registered metric objects too: a metric unregistered or replaced is checked again.
-    registered = tuple(METRICS_REGISTRY.get(name) for name in metrics)
-    return (type(patch), patch, transforms, membership, datum, metrics, registered, tuple(arrays))
+    return (type(patch), patch, transforms, membership, datum, metrics, tuple(arrays))
 
 
 def _plan(patch, transforms, datum, metrics, kernels) -> _Plan:
     """Check the arguments and derive the plan; cached on names and kernel values.
 
     A cache hit skips the checks: the key holds everything they depend on (the patch and its
-    type, the names, which transforms are kernels, the registered metrics, and the dtype, shape
-    and bytes of every kernel used), so a kernel that changes under the same name is a different
-    key, and so is a metric registered or unregistered at run time.
+    type, the names, which transforms are kernels, and the dtype, shape and bytes of every
+    kernel used), so a kernel that changes under the same name is a different key. Metrics are
+    looked up by name at every call (:func:`~soartc_cli.rt.compare_prepared`), so a metric
+    unregistered or registered again at run time needs no new plan.
     """
     try:
         key = _plan_key(patch, transforms, datum, metrics, kernels)
@@ -290,10 +289,10 @@ def soartc_features(
             measured = measured.reshape(len(turns), channels, patch * patch, count)
             if plan.turns_slice is not None:
                 target = by_metric[:, plan.turns_slice, :, done]
-                compare_prepared(standard, measured, metrics, axis=-2, out=target)
+                compare_prepared(standard, measured, metrics=metrics, axis=-2, out=target)
             else:
                 by_metric[:, turns, :, done] = compare_prepared(
-                    standard, measured, metrics, axis=-2
+                    standard, measured, metrics=metrics, axis=-2
                 )
 
     return result
@@ -313,8 +312,8 @@ def _kernel_parts(x: np.ndarray, plan: _Plan, by_metric: np.ndarray, done: slice
     stats = {"axis": -2, "ss": dots[0], "sm": dots[rows]}
     if plan.parts_slice is not None:
         target = by_metric[:, plan.parts_slice, :, done]
-        compare_prepared(standard, measured, plan.metrics, out=target, **stats)
+        compare_prepared(standard, measured, metrics=plan.metrics, out=target, **stats)
     else:
         by_metric[:, plan.parts, :, done] = compare_prepared(
-            standard, measured, plan.metrics, **stats
+            standard, measured, metrics=plan.metrics, **stats
         )

@@ -124,10 +124,14 @@ def register_metric(
         raise UsageError(f"metric {name!r} is already registered")
     if not isinstance(formula, str) or not formula.strip() or "\n" in formula:
         raise UsageError(f"the formula of metric {name!r} must be one non-empty line")
+    if isinstance(neutral, bool) or not isinstance(neutral, (int, float, np.floating)):
+        raise UsageError(f"the neutral value of metric {name!r} must be a number, got {neutral!r}")
 
     def register(func: Callable[[Shared], np.ndarray]) -> Callable[[Shared], np.ndarray]:
         if not callable(func):
             raise UsageError(f"metric {name!r} must be a function of a Shared context")
+        if name in METRICS_REGISTRY:  # registered since the decorator was made
+            raise UsageError(f"metric {name!r} is already registered")
         METRICS_REGISTRY[name] = Metric(name, func, formula, float(neutral))
         return func
 
@@ -270,8 +274,9 @@ class Shared:
     axis : {-1, -2}, optional
         -1: ``(..., k)`` rows (the public layout); -2: ``(..., k, n)``, the layout of
         :mod:`soartc_cli.features`, where the patches run along the last, contiguous axis.
-    ss, sm, sum_s, sum_m : ndarray, optional
-        These quantities (below) when the caller already has them.
+    ss, sm : ndarray, optional
+        ⟨s, s⟩ and ⟨s, m⟩ when the caller already has them (features gets both from one pass
+        over all its correlations).
 
     Notes
     -----
@@ -297,8 +302,6 @@ class Shared:
         axis: int = -1,
         ss: np.ndarray | None = None,
         sm: np.ndarray | None = None,
-        sum_s: np.ndarray | None = None,
-        sum_m: np.ndarray | None = None,
     ) -> None:
         if axis not in (-1, -2):
             raise UsageError(f"axis must be -1 or -2, got {axis!r}")
@@ -309,7 +312,7 @@ class Shared:
         self.k = s.shape[axis]
         #: The shape of one metric's values: the broadcast axes of ``s`` and ``m`` but ``axis``.
         self.batch = _broadcast(_drop(s.shape, axis), _drop(m.shape, axis))
-        for name, known in (("ss", ss), ("sm", sm), ("sum_s", sum_s), ("sum_m", sum_m)):
+        for name, known in (("ss", ss), ("sm", sm)):
             if known is not None:
                 self.__dict__[name] = known
         self._values: dict[str, np.ndarray] = {}
@@ -442,13 +445,11 @@ class Shared:
 def compare_prepared(
     s: np.ndarray,
     m: np.ndarray,
-    metrics: Sequence[str],
     *,
+    metrics: Sequence[str],
     axis: int = -1,
     ss: np.ndarray | None = None,
     sm: np.ndarray | None = None,
-    sum_s: np.ndarray | None = None,
-    sum_m: np.ndarray | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The metrics of float64 arrays already checked, optionally from sums already computed.
@@ -466,9 +467,9 @@ def compare_prepared(
     axis : {-1, -2}, optional
         Where the ``k`` values are: -1 for ``(..., k)``, -2 for ``(..., k, n)`` (see
         :class:`Shared`).
-    ss, sm, sum_s, sum_m : ndarray, optional
-        ⟨s, s⟩, ⟨s, m⟩, Σs and Σm over ``axis`` when the caller has them; else computed when a
-        metric first needs them.
+    ss, sm : ndarray, optional
+        ⟨s, s⟩ and ⟨s, m⟩ over ``axis`` when the caller has them; else computed when a metric
+        first needs them.
     out : (len(metrics), ...batch) ndarray, optional
         Receives the result (a view is fine).
 
@@ -485,7 +486,7 @@ def compare_prepared(
     unknown = [name for name in metrics if name not in METRICS_REGISTRY]
     if unknown or not metrics:
         raise _unknown(unknown) if unknown else UsageError("metrics must name a metric")
-    shared = Shared(s, m, axis=axis, ss=ss, sm=sm, sum_s=sum_s, sum_m=sum_m)
+    shared = Shared(s, m, axis=axis, ss=ss, sm=sm)
     if out is None:
         out = np.empty((len(metrics), *shared.batch))
     # In the registry's order, whatever the output order: the metrics that read the residual
@@ -674,4 +675,4 @@ def soart_compare(
         raise UsageError(
             f"the leading axes of s and m do not broadcast: shapes {s.shape} and {m.shape}"
         ) from None
-    return compare_prepared(s, m, metrics)
+    return compare_prepared(s, m, metrics=metrics)

@@ -12,6 +12,10 @@ import math
 import numpy as np
 from scipy.signal import correlate2d
 
+#: SPEC §4's six metrics, in the order hand-worked expectations are written in (the package may
+#: define more after them: see docs/adding_a_metric.md).
+SPEC_METRICS = ("beta", "delta", "distance", "noise", "vol", "shear")
+
 ROTATION_FUNCTIONS = {
     "rot90": lambda x: np.rot90(x, 1),
     "rot180": lambda x: np.rot90(x, 2),

@@ -26,7 +26,13 @@ from soartc_cli.rt import (
     unregister_metric,
 )
 from soartc_cli.transforms import KERNELS, TRANSFORM_PRESETS, merge_kernels
-from tests.oracle import ORACLE_METRICS, ROTATION_FUNCTIONS, compare_one, features_oracle
+from tests.oracle import (
+    ORACLE_METRICS,
+    ROTATION_FUNCTIONS,
+    SPEC_METRICS,
+    compare_one,
+    features_oracle,
+)
 
 # Fast path vs oracle: both evaluate the formulas in float64 and differ by summation order only.
 RTOL = 1e-9
@@ -132,11 +138,16 @@ def test_soartc_by_hand_4x4_patch_3x3_user_kernels():
         "shear": 23 / 14,
     }
     out = soartc_features(
-        PATCH_4X4, patch=4, transforms=["diag3"], datum="cross3", metrics=METRICS, kernels=BANK
+        PATCH_4X4,
+        patch=4,
+        transforms=["diag3"],
+        datum="cross3",
+        metrics=SPEC_METRICS,
+        kernels=BANK,
     )
     assert out.shape == (1, 1, 6, 1)
     assert out.dtype == np.float64
-    assert_allclose(out[0, 0, :, 0], [expected[name] for name in METRICS], rtol=1e-14)
+    assert_allclose(out[0, 0, :, 0], [expected[name] for name in SPEC_METRICS], rtol=1e-14)
 
 
 # A 4×4 image with patch 2: four patches, rotations worked out by hand.
@@ -189,7 +200,9 @@ ROTATIONS_BY_HAND = {
 
 
 def test_soart_by_hand_4x4_image_patch_2():
-    out = soartc_features(IMAGE_4X4, patch=2, transforms=list(ROTATIONS_BY_HAND), metrics=METRICS)
+    out = soartc_features(
+        IMAGE_4X4, patch=2, transforms=list(ROTATIONS_BY_HAND), metrics=SPEC_METRICS
+    )
     assert out.shape == (1, 3, 6, 4)
     for t, (name, patches) in enumerate(ROTATIONS_BY_HAND.items()):
         expected = np.array(patches, dtype=float).T  # (metric, patch)
@@ -209,7 +222,7 @@ def test_against_oracle_photo_all_transforms_all_metrics(patch):
         image, patch=patch, transforms=ALL_WITH_DATUM, datum="datum", metrics=METRICS,
         kernels=KERNELS,
     )  # fmt: skip
-    assert out.shape == (1, len(ALL_WITH_DATUM), 6, (64 // patch) ** 2)
+    assert out.shape == (1, len(ALL_WITH_DATUM), len(METRICS), (64 // patch) ** 2)
     assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
 
 
@@ -220,7 +233,7 @@ def test_against_oracle_rgb_photo_three_channels():
     expected = features_oracle(
         rgb, patch=8, transforms=transforms, datum="datum", metrics=METRICS, kernels=KERNELS
     )
-    assert out.shape == (3, 4, 6, 36)
+    assert out.shape == (3, 4, len(METRICS), 36)
     assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
     # each channel alone gives its own slice
     alone = soartc_features(rgb[1], patch=8, transforms=transforms, metrics=METRICS)
@@ -254,7 +267,7 @@ def test_against_oracle_rectangular_kernels():
     expected = features_oracle(
         image, patch=8, transforms=transforms, datum="wide_d", metrics=METRICS, kernels=BANK
     )
-    assert out.shape == (1, 2, 6, 25)
+    assert out.shape == (1, 2, len(METRICS), 25)
     assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
 
 
@@ -307,7 +320,9 @@ def test_flat_image_kernel_parts_are_proportional_to_the_datum():
     # A flat float32 patch: s = v·ΣD, m = v·ΣK exactly, so m = (ΣK/ΣD)·s. A float32 correlation
     # would leave distance ≈ 1e-7 here; the float64 path keeps it at rounding level.
     image = np.full((32, 32), 0.3, dtype=np.float32)
-    out = soartc_features(image, patch=16, transforms=TRANSFORM_PRESETS["soartc"], metrics=METRICS)
+    out = soartc_features(
+        image, patch=16, transforms=TRANSFORM_PRESETS["soartc"], metrics=SPEC_METRICS
+    )
     sums = [KERNELS[name].sum() for name in TRANSFORM_PRESETS["soartc"]]  # datum: ΣD = 9
     assert_allclose(out[0, :, 0], np.repeat(np.array(sums)[:, None] / 9, 4, axis=1), rtol=1e-13)
     assert np.abs(out[0, :, [1, 2, 3, 5]]).max() <= 1e-12  # delta, distance, noise, shear
@@ -317,7 +332,9 @@ def test_flat_image_kernel_parts_are_proportional_to_the_datum():
 def test_all_zero_image_gives_neutral_values_everywhere():
     out = soartc_features(np.zeros((32, 32), np.float32), patch=8, transforms=ALL_WITH_DATUM,
                           metrics=METRICS)  # fmt: skip
-    expected = np.array(NEUTRAL, dtype=float)[None, None, :, None]
+    neutral = [METRICS_REGISTRY[name].neutral for name in METRICS]  # NEUTRAL, and any added
+    assert neutral[: len(NEUTRAL)] == NEUTRAL
+    expected = np.array(neutral, dtype=float)[None, None, :, None]
     assert_array_equal(out, np.broadcast_to(expected, out.shape))
 
 
@@ -336,7 +353,7 @@ def test_rotation_symmetric_patches_give_beta_one_and_zero_distance(size, seed, 
     patch = sum(group)
     image = np.tile(patch, (2, 3)).astype(np.float64) / 7
     transforms = ("rot90", "rot180", "rot270", *(("flip_lr", "flip_ud") if flips else ()))
-    out = soartc_features(image, patch=size, transforms=transforms, metrics=METRICS)
+    out = soartc_features(image, patch=size, transforms=transforms, metrics=SPEC_METRICS)
     for t in range(len(transforms)):
         assert_allclose(out[0, t, 0], 1.0, rtol=1e-14)  # beta
         assert np.abs(out[0, t, [1, 2, 3, 5]]).max() <= 1e-14  # delta, distance, noise, shear
@@ -346,7 +363,7 @@ def test_rotation_symmetric_patches_give_beta_one_and_zero_distance(size, seed, 
 def test_delta_kernel_as_datum_and_part_gives_beta_one_and_exactly_zero_noise():
     image = luma(photo(32))
     out = soartc_features(image, patch=8, transforms=("centre3", "cross3"), datum="centre3",
-                          metrics=METRIC_PRESETS["all"], kernels=BANK)  # fmt: skip
+                          metrics=SPEC_METRICS, kernels=BANK)  # fmt: skip
     # s and m come from the same correlation, so the comparison is exact, not just close
     assert_array_equal(out[0, 0], np.broadcast_to(np.array(NEUTRAL, float)[:, None], (6, 16)))
     assert np.all(np.abs(out[0, 1, 0] - 1) > 1e-3)  # the cross part does differ
@@ -538,7 +555,7 @@ def test_non_square_grid_per_patch_against_the_oracle():
     image = rng.random((3, 32, 48)) + np.arange(6).repeat(8)[None, None, :]
     transforms = ("bend3", "rot90", "line1", "flip_ud", "rot270")
     out = soartc_features(image, patch=16, transforms=transforms, metrics=METRICS)
-    assert out.shape == (3, 5, 6, 6)
+    assert out.shape == (3, 5, len(METRICS), 6)
     for c in range(3):
         for row in range(2):
             for col in range(3):
@@ -571,7 +588,7 @@ def test_a_part_that_is_c_times_the_datum_gives_beta_c_and_neutral_values(c):
     # m = x ⋆ (c·D) = c·(x ⋆ D) = c·s exactly when c is a power of two: β = c, vol = 1 and
     # delta = distance = noise = shear = 0 bit for bit, on every patch of a real photo.
     bank = {**KERNELS, "scaled": c * KERNELS["datum"]}
-    out = soartc_features(photo(32), patch=8, transforms=("scaled",), metrics=METRICS,
+    out = soartc_features(photo(32), patch=8, transforms=("scaled",), metrics=SPEC_METRICS,
                           kernels=bank)  # fmt: skip
     expected = np.array([c, 0.0, 0.0, 0.0, 1.0, 0.0])[None, None, :, None]
     assert_array_equal(out, np.broadcast_to(expected, out.shape))
