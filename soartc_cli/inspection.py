@@ -216,6 +216,9 @@ class ScoreJob:
     def compute(self, pixels: np.ndarray) -> np.ndarray:
         return self.features.compute(pixels)
 
+    def work_bytes(self, patches: int) -> int:
+        return self.features.work_bytes(patches)
+
     def settings(self) -> dict[str, object]:
         out = dict(self.features.settings())
         out.update(

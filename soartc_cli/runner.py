@@ -133,7 +133,8 @@ def check_outputs(
 
         paths.append(("--output", settings.output))
         paths.append(("the run record", outputs.record_path(settings.output)))
-        paths.extend(("--resume", p) for p in partial_paths(settings.output))
+        if settings.resume:
+            paths.extend(("--resume", p) for p in partial_paths(settings.output))
     if settings.record is not None:
         paths.append(("--record", settings.record))
     paths.extend(("--output", p) for p in extra)
@@ -162,7 +163,8 @@ def check_outputs(
                 )
     warnings = []
     roots = [os.path.realpath(p) for p in settings.inputs if p != "-" and os.path.isdir(p)]
-    named = [p for _, p in paths if p != "-"] + ([settings.maps] if settings.maps else [])
+    named = [p for option, p in paths if option == "--output"]
+    named += [settings.maps] if settings.maps else []
     for path in named:
         real = os.path.realpath(path)
         if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
@@ -340,13 +342,17 @@ def resolve_files(
 
 
 def _first_grid(job, everything: Sequence[discover.ImageFile]) -> tuple[int, int] | None:
-    """With ``--size 0``, the grid of the first readable image of the whole sorted list (read from
-    its header), so that every shard of a run writes the same wide columns."""
+    """With ``--size 0``, the grid of the first usable image of the whole sorted list (read from
+    its header: readable, within the work budget), so that every shard writes the same columns."""
     from soartc_cli.imageio import native_grid
+    from soartc_cli.jobs import check_work
 
     for file in everything[:64]:
         try:
-            return native_grid(file.source, patch=job.image.patch, max_pixels=job.image.max_pixels)
+            grid = native_grid(file.source, patch=job.image.patch, max_pixels=job.image.max_pixels)
+            if hasattr(job, "work_bytes"):
+                check_work(job, grid)  # an image refused for its size does not fix the columns
+            return grid
         except SoartcError:
             continue
     return None
@@ -423,6 +429,11 @@ def run(
             raise UsageError(f"--record: directory of {settings.record} does not exist")
         if not os.access(directory, os.W_OK):
             raise UsageError(f"--record: cannot write into {directory}")
+    grid = fixed_grid(job.image)
+    if grid is not None and hasattr(job, "work_bytes"):
+        from soartc_cli.jobs import check_work
+
+        check_work(job, grid, error=UsageError)
     workers = settings.workers or os.cpu_count() or 1
     files, unreadable, everything = resolve_files(settings, stdin=stdin, on_skip=on_outcome)
     for line in check_outputs(files, settings, extra=protect):

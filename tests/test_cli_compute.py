@@ -100,7 +100,7 @@ def test_metrics_and_transforms_presets_set_the_column_order(folder):
     header = _rows(result.stdout)[0]
     transforms = list(dict.fromkeys(c.split(".")[0] for c in header[4:]))
     assert transforms == ["rot180", "line2", "rot90", "rot270"]
-    assert [c.split(".")[1] for c in header[4:10]] == list(METRICS)
+    assert [c.split(".")[1] for c in header[4 : 4 + len(METRICS)]] == list(METRICS)
 
 
 def _make_broken_files(root):
