@@ -48,6 +48,12 @@ _NPZ_OVERHEAD = 1 << 20
 #: Bound on ``2·k²·d·max|W_Q|·max|W_K|``, the largest size a difference of two scores can reach
 #: (see :func:`check_weights`), leaving float64 (1.8·10³⁰⁸) eight orders of magnitude of room.
 MAX_SCORE_BOUND = 1e300
+#: Most patches one image may have for attention: time grows as N², so this bounds each image to
+#: a few seconds (a 2048×2048 image at ``--patch 16``; at ``--size 224``, N is 196).
+MAX_ATTENTION_PATCHES = 1 << 14
+#: Entries of the ``(rows, N)`` score block computed at a time: memory stays some tens of MB
+#: whatever N is, and images with ``N² ≤`` this are computed in one block, as before.
+_ATTENTION_BLOCK = 1 << 21
 
 
 def softmax(x: np.ndarray, *, axis: int | None = -1) -> np.ndarray:
@@ -559,10 +565,25 @@ def image_attention(
     UsageError
         The weights do not have ``C·P²`` rows.
     InputError
-        A result is not finite: the image holds NaN or ±inf pixels, or the scores overflowed
-        although the pixels were finite (possible only with weights that bypassed
+        The image has more than :data:`MAX_ATTENTION_PATCHES` patches (refused before any
+        work); or a result is not finite: the image holds NaN or ±inf pixels, or the scores
+        overflowed although the pixels were finite (possible only with weights that bypassed
         :func:`check_weights`, or pixels outside [0, 1], such as a float image used as is).
+
+    Notes
+    -----
+    Up to ``N² = 2²¹`` this is :func:`patch_attention`. Beyond, the same sums are taken over
+    blocks of query rows (:func:`_blocked_attention`), so memory stays bounded: a row's softmax
+    and entropy need only its own scores, and ``received`` adds the blocks' column sums.
     """
+    shape = np.shape(image)
+    count = (shape[-2] // patch) * (shape[-1] // patch)
+    if count > MAX_ATTENTION_PATCHES:
+        raise InputError(
+            f"{count} patches of {patch}×{patch}: attention compares every pair, more than "
+            f"{MAX_ATTENTION_PATCHES} patches would take too long; use a smaller --size or a "
+            "larger --patch"
+        )
     x = patch_rows(image, patch=patch)
     if weights.shape[0] != x.shape[1]:
         raise UsageError(
@@ -570,7 +591,10 @@ def image_attention(
             f"of {x.shape[1] // (patch * patch)} channel(s), not {weights.shape[0]}"
         )
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is judged on the result
-        received, entropy = patch_attention(x, weights=weights, norm=norm)
+        if count * count <= _ATTENTION_BLOCK:
+            received, entropy = patch_attention(x, weights=weights, norm=norm)
+        else:
+            received, entropy = _blocked_attention(x, weights=weights, norm=norm)
     result = np.stack([received, entropy])[np.newaxis, np.newaxis]
     if not np.isfinite(result).all():
         # Never write NaN rows silently: say whether the pixels or the arithmetic are to blame.
@@ -581,3 +605,30 @@ def image_attention(
             "weights too large for these pixel values)"
         )
     return result
+
+
+def _blocked_attention(
+    x: np.ndarray, *, weights: Weights, norm: str = "layer"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`patch_attention` computed over blocks of query rows, in bounded memory.
+
+    Each block of ``r = max(1, 2²¹ // N)`` rows forms its ``(r, N)`` scores, their row softmax
+    and entropies; ``received`` is the sum of the blocks' column sums divided by ``N``. Equal to
+    :func:`patch_attention` up to the order of floating-point additions.
+    """
+    check_choice(norm, name="--norm", choices=NORMS)
+    x = np.asarray(x, dtype=np.float64)
+    if norm == "layer":
+        x = layer_norm(x)
+    q, k = x @ weights.W_Q, x @ weights.W_K
+    n = x.shape[0]
+    scale = np.sqrt(k.shape[1])
+    rows = max(1, _ATTENTION_BLOCK // n)
+    column_sums = np.zeros(n)
+    entropy = np.empty(n)
+    for start in range(0, n, rows):
+        probs = softmax(q[start : start + rows] @ k.T / scale, axis=-1)
+        column_sums += probs.sum(axis=0)
+        plogp = probs * np.log(np.where(probs > 0, probs, 1.0))
+        entropy[start : start + rows] = -plogp.sum(axis=1)
+    return column_sums / n, entropy

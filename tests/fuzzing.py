@@ -202,8 +202,8 @@ EDITORS: dict[str, Callable[[bytes], Iterator[tuple[str, bytes]]]] = {
 
 def _flip(data: bytes, rng: random.Random) -> bytes:
     edited = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        edited[rng.randrange(len(edited))] ^= rng.randint(1, 255)
+    for offset in rng.sample(range(len(edited)), rng.randint(1, 4)):  # distinct: no flip undone
+        edited[offset] ^= rng.randint(1, 255)
     return bytes(edited)
 
 
@@ -245,7 +245,8 @@ def mutants(
         for offset in _cut_offsets(len(data), rng, cuts):
             result.append(Mutant(f"{ext}_cut_{offset:05d}.{ext}", data[:offset]))
         for label, edited in EDITORS[ext](data):
-            result.append(Mutant(f"{ext}_{label}.{ext}", edited))
+            if edited != data:  # an edit to the value a field already has is no mutant
+                result.append(Mutant(f"{ext}_{label}.{ext}", edited))
     names = [mutant.name for mutant in result]
     assert len(set(names)) == len(names), "mutant names must be unique"
     return result
