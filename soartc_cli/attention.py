@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import os
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -45,6 +47,9 @@ MAX_WEIGHTS_DIM = 4096
 MAX_WEIGHTS_FILE_BYTES = 1 << 30
 #: Room for the zip structure and the ``.npy`` headers on top of the arrays' data, in bytes.
 _NPZ_OVERHEAD = 1 << 20
+#: Most members a ``--weights`` archive may list: it needs three; the zip reader keeps an
+#: object per member in memory, so millions of tiny members must be refused before it reads them.
+MAX_NPZ_MEMBERS = 256
 #: Bound on ``2·k²·d·max|W_Q|·max|W_K|``, the largest size a difference of two scores can reach
 #: (see :func:`check_weights`), leaving float64 (1.8·10³⁰⁸) eight orders of magnitude of room.
 MAX_SCORE_BOUND = 1e300
@@ -409,6 +414,29 @@ def _npy_member(archive: zipfile.ZipFile, name: str, *, k: int, shown: str) -> n
     return array.reshape(shape, order="F" if fortran else "C")
 
 
+def _check_zip_directory(f: BinaryIO, size: int) -> None:
+    """Refuse an archive whose central directory lists too many members, before reading it.
+
+    Reads the end-of-central-directory record (the last 22 bytes, or up to 64 KiB more when the
+    archive has a comment) and checks its member count and directory size. Raises
+    :class:`_NotNpz` when there is no such record, :class:`UsageError` when it is too large.
+    """
+    tail_size = min(size, 22 + 0xFFFF)
+    f.seek(size - tail_size)
+    tail = f.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise _NotNpz("no zip end-of-directory record")
+    members, directory_size = struct.unpack_from("<HI", tail, at + 10)
+    if members > MAX_NPZ_MEMBERS or directory_size > _NPZ_OVERHEAD:
+        shown = "65535 or more" if members == 0xFFFF else str(members)
+        raise UsageError(
+            f"--weights: the archive lists {shown} members in a {directory_size}-byte "
+            f"directory; a weights file needs W_Q, W_K, W_V (at most {MAX_NPZ_MEMBERS} members)"
+        )
+    f.seek(0)
+
+
 def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
     """Read ``--weights FILE``: an ``.npz`` with ``W_Q``, ``W_K``, ``W_V``, read as untrusted data.
 
@@ -438,12 +466,14 @@ def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
     Notes
     -----
     Nothing is unpickled and nothing is inflated before it is checked. The file may hold at most
-    ``min(1 GiB, 3·k·MAX_WEIGHTS_DIM·8 + 1 MiB)`` bytes. For each matrix the zip's declared
-    uncompressed size is checked, then the ``.npy`` header (``numpy.lib.format.read_magic`` and
-    ``read_array_header_1_0``/``2_0``, which parse the header as a literal, never as code): its
-    dtype must be plain integers or floats and its shape ``(k, d)``; only then are exactly the
-    ``k·d·itemsize`` bytes the header announces read (the zip reader never returns more than
-    the declared size, and checks the CRC at the end of the member).
+    ``min(1 GiB, 3·k·MAX_WEIGHTS_DIM·8 + 1 MiB)`` bytes, and its zip directory (read from the
+    end record first) at most :data:`MAX_NPZ_MEMBERS` members in 1 MiB. For each matrix the
+    zip's declared uncompressed size is checked, then the ``.npy`` header
+    (``numpy.lib.format.read_magic`` and ``read_array_header_1_0``/``2_0``, which parse the
+    header as a literal, never as code): its dtype must be plain integers or floats and its
+    shape ``(k, d)``; only then are exactly the ``k·d·itemsize`` bytes the header announces read
+    (the zip reader never returns more than the declared size, and checks the CRC at the end of
+    the member).
     """
     shown = os.fsdecode(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -471,6 +501,7 @@ def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
                 f"({k} × d ≤ {MAX_WEIGHTS_DIM}) float64 matrices can need"
             )
         try:
+            _check_zip_directory(f, info.st_size)
             with zipfile.ZipFile(f) as archive:
                 arrays = {n: _npy_member(archive, n, k=k, shown=shown) for n in WEIGHT_NAMES}
         except _NotNpz as exc:
