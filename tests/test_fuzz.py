@@ -145,10 +145,13 @@ def _campaign(
     skipped = {}
     foreign = []
     for line in lines[:-1]:
-        if line.startswith("soartc: skipped "):
-            path, reason = line[len("soartc: skipped ") :].split(": ", 1)
+        # A C library's warning written in pieces by a worker (libtiff: "module: ", message,
+        # ".\n") can land around a skip line of the main process: find the skip line in it.
+        before, marker, after = line.partition("soartc: skipped ")
+        if marker:
+            path, reason = after.split(": ", 1)
             skipped[path] = reason
-        else:
+        if before or not marker:
             foreign.append(line)
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
     row_paths = [row[0] for row in rows[1:]]
