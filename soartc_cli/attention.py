@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import os
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -46,9 +48,18 @@ MAX_WEIGHTS_DIM = 4096
 MAX_WEIGHTS_FILE_BYTES = 1 << 30
 #: Room for the zip structure and the ``.npy`` headers on top of the arrays' data, in bytes.
 _NPZ_OVERHEAD = 1 << 20
+#: Most members a ``--weights`` archive may list: it needs three; the zip reader keeps an
+#: object per member in memory, so millions of tiny members must be refused before it reads them.
+MAX_NPZ_MEMBERS = 256
 #: Bound on ``2·k²·d·max|W_Q|·max|W_K|``, the largest size a difference of two scores can reach
 #: (see :func:`check_weights`), leaving float64 (1.8·10³⁰⁸) eight orders of magnitude of room.
 MAX_SCORE_BOUND = 1e300
+#: Most patches one image may have for attention: time grows as N², so this bounds each image to
+#: a few seconds (a 2048×2048 image at ``--patch 16``; at ``--size 224``, N is 196).
+MAX_ATTENTION_PATCHES = 1 << 14
+#: Entries of the ``(rows, N)`` score block computed at a time: memory stays some tens of MB
+#: whatever N is, and images with ``N² ≤`` this are computed in one block, as before.
+_ATTENTION_BLOCK = 1 << 21
 
 
 def softmax(x: np.ndarray, *, axis: int | None = -1) -> np.ndarray:
@@ -404,6 +415,29 @@ def _npy_member(archive: zipfile.ZipFile, name: str, *, k: int, shown: str) -> n
     return array.reshape(shape, order="F" if fortran else "C")
 
 
+def _check_zip_directory(f: BinaryIO, size: int) -> None:
+    """Refuse an archive whose central directory lists too many members, before reading it.
+
+    Reads the end-of-central-directory record (the last 22 bytes, or up to 64 KiB more when the
+    archive has a comment) and checks its member count and directory size. Raises
+    :class:`_NotNpz` when there is no such record, :class:`UsageError` when it is too large.
+    """
+    tail_size = min(size, 22 + 0xFFFF)
+    f.seek(size - tail_size)
+    tail = f.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise _NotNpz("no zip end-of-directory record")
+    members, directory_size = struct.unpack_from("<HI", tail, at + 10)
+    if members > MAX_NPZ_MEMBERS or directory_size > _NPZ_OVERHEAD:
+        shown = "65535 or more" if members == 0xFFFF else str(members)
+        raise UsageError(
+            f"--weights: the archive lists {shown} members in a {directory_size}-byte "
+            f"directory; a weights file needs W_Q, W_K, W_V (at most {MAX_NPZ_MEMBERS} members)"
+        )
+    f.seek(0)
+
+
 def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
     """Read ``--weights FILE``: an ``.npz`` with ``W_Q``, ``W_K``, ``W_V``, read as untrusted data.
 
@@ -433,12 +467,14 @@ def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
     Notes
     -----
     Nothing is unpickled and nothing is inflated before it is checked. The file may hold at most
-    ``min(1 GiB, 3·k·MAX_WEIGHTS_DIM·8 + 1 MiB)`` bytes. For each matrix the zip's declared
-    uncompressed size is checked, then the ``.npy`` header (``numpy.lib.format.read_magic`` and
-    ``read_array_header_1_0``/``2_0``, which parse the header as a literal, never as code): its
-    dtype must be plain integers or floats and its shape ``(k, d)``; only then are exactly the
-    ``k·d·itemsize`` bytes the header announces read (the zip reader never returns more than
-    the declared size, and checks the CRC at the end of the member).
+    ``min(1 GiB, 3·k·MAX_WEIGHTS_DIM·8 + 1 MiB)`` bytes, and its zip directory (read from the
+    end record first) at most :data:`MAX_NPZ_MEMBERS` members in 1 MiB. For each matrix the
+    zip's declared uncompressed size is checked, then the ``.npy`` header
+    (``numpy.lib.format.read_magic`` and ``read_array_header_1_0``/``2_0``, which parse the
+    header as a literal, never as code): its dtype must be plain integers or floats and its
+    shape ``(k, d)``; only then are exactly the ``k·d·itemsize`` bytes the header announces read
+    (the zip reader never returns more than the declared size, and checks the CRC at the end of
+    the member).
     """
     shown = os.fsdecode(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -466,6 +502,7 @@ def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
                 f"({k} × d ≤ {MAX_WEIGHTS_DIM}) float64 matrices can need"
             )
         try:
+            _check_zip_directory(f, info.st_size)
             with zipfile.ZipFile(f) as archive:
                 arrays = {n: _npy_member(archive, n, k=k, shown=shown) for n in WEIGHT_NAMES}
         except _NotNpz as exc:
@@ -567,10 +604,25 @@ def image_attention(
     UsageError
         The weights do not have ``C·P²`` rows.
     InputError
-        A result is not finite: the image holds NaN or ±inf pixels, or the scores overflowed
-        although the pixels were finite (possible only with weights that bypassed
+        The image has more than :data:`MAX_ATTENTION_PATCHES` patches (refused before any
+        work); or a result is not finite: the image holds NaN or ±inf pixels, or the scores
+        overflowed although the pixels were finite (possible only with weights that bypassed
         :func:`check_weights`, or pixels outside [0, 1], such as a float image used as is).
+
+    Notes
+    -----
+    Up to ``N² = 2²¹`` this is :func:`patch_attention`. Beyond, the same sums are taken over
+    blocks of query rows (:func:`_blocked_attention`), so memory stays bounded: a row's softmax
+    and entropy need only its own scores, and ``received`` adds the blocks' column sums.
     """
+    shape = np.shape(image)
+    count = (shape[-2] // patch) * (shape[-1] // patch)
+    if count > MAX_ATTENTION_PATCHES:
+        raise InputError(
+            f"{count} patches of {patch}×{patch}: attention compares every pair, more than "
+            f"{MAX_ATTENTION_PATCHES} patches would take too long; use a smaller --size or a "
+            "larger --patch"
+        )
     x = patch_rows(image, patch=patch)
     if weights.shape[0] != x.shape[1]:
         raise UsageError(
@@ -578,7 +630,10 @@ def image_attention(
             f"of {x.shape[1] // (patch * patch)} channel(s), not {weights.shape[0]}"
         )
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is judged on the result
-        received, entropy = patch_attention(x, weights=weights, norm=norm)
+        if count * count <= _ATTENTION_BLOCK:
+            received, entropy = patch_attention(x, weights=weights, norm=norm)
+        else:
+            received, entropy = _blocked_attention(x, weights=weights, norm=norm)
     result = np.stack([received, entropy])[np.newaxis, np.newaxis]
     if not np.isfinite(result).all():
         # Never write NaN rows silently: say whether the pixels or the arithmetic are to blame.
@@ -589,3 +644,30 @@ def image_attention(
             "weights too large for these pixel values)"
         )
     return result
+
+
+def _blocked_attention(
+    x: np.ndarray, *, weights: Weights, norm: str = "layer"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`patch_attention` computed over blocks of query rows, in bounded memory.
+
+    Each block of ``r = max(1, 2²¹ // N)`` rows forms its ``(r, N)`` scores, their row softmax
+    and entropies; ``received`` is the sum of the blocks' column sums divided by ``N``. Equal to
+    :func:`patch_attention` up to the order of floating-point additions.
+    """
+    check_choice(norm, name="--norm", choices=NORMS)
+    x = np.asarray(x, dtype=np.float64)
+    if norm == "layer":
+        x = layer_norm(x)
+    q, k = x @ weights.W_Q, x @ weights.W_K
+    n = x.shape[0]
+    scale = np.sqrt(k.shape[1])
+    rows = max(1, _ATTENTION_BLOCK // n)
+    column_sums = np.zeros(n)
+    entropy = np.empty(n)
+    for start in range(0, n, rows):
+        probs = softmax(q[start : start + rows] @ k.T / scale, axis=-1)
+        column_sums += probs.sum(axis=0)
+        plogp = probs * np.log(np.where(probs > 0, probs, 1.0))
+        entropy[start : start + rows] = -plogp.sum(axis=1)
+    return column_sums / n, entropy

@@ -6,10 +6,10 @@ that is a symbolic link to something other than a file or a directory.
 
 Nothing found is lost silently: every file with an image name is either listed (and, if it cannot
 be opened, fails later with a reason, as a path longer than the system's ``PATH_MAX`` does) or
-reported through ``on_error``. Directories are listed through file descriptors (``os.scandir`` of
-an open directory, ``stat`` relative to it), and a directory whose path is longer than
-``PATH_MAX`` (4096 bytes on Linux) is opened a few thousand bytes at a time, each part relative
-to the last, so that deep trees are walked to the bottom.
+reported through ``on_error``. A directory whose path is longer than ``PATH_MAX`` (4096 bytes on
+Linux), which ``os.scandir`` refuses, is opened a few thousand bytes at a time, each part relative
+to the last, and listed through its descriptor (``stat`` of its entries relative to it), so that
+deep trees are walked to the bottom.
 """
 
 from __future__ import annotations

@@ -451,8 +451,9 @@ def check_kernels(
     ------
     UsageError
         When ``datum`` is not a kernel; a transform is unknown; a used kernel is not a 2-D
-        array of finite numbers; a part kernel's shape differs from the datum's; or, when any
-        kernel transform is selected, the datum is larger than ``P × P``.
+        array of finite numbers of size at most :data:`MAX_KERNEL_VALUE`; a part kernel's shape
+        differs from the datum's; or, when any kernel transform is selected, the datum is larger
+        than ``P × P``.
 
     Notes
     -----
@@ -486,6 +487,11 @@ def check_kernels(
             raise UsageError(f"kernel {name!r} must be a non-empty 2-D array of numbers")
         if not np.isfinite(kernel).all():
             raise UsageError(f"kernel {name!r} holds non-finite values")
+        if np.abs(kernel).max() > MAX_KERNEL_VALUE:
+            raise UsageError(
+                f"kernel {name!r} holds values larger in size than {MAX_KERNEL_VALUE:g}: scale "
+                "it down (features must stay finite)"
+            )
     if not parts:
         return
     shape = np.shape(kernels[datum])

@@ -64,6 +64,66 @@ def seed_files(
     return seeds
 
 
+def variant_seed_files(
+    photo: str, *, box: tuple[int, int, int, int] = (96, 64, 160, 112)
+) -> dict[str, tuple[str, bytes]]:
+    """Valid files in the formats' other encodings: name → (extension, bytes).
+
+    Compressed TIFF (LZW, deflate, JPEG, PackBits on a bilevel image), 16-bit and float TIFF,
+    16-bit, palette-with-transparency and grey-alpha PNG, progressive and CMYK JPEG, an animated
+    GIF and WebP, lossless and alpha WebP, and an 8-bit palette BMP: the decoders that
+    :func:`seed_files` does not reach.
+    """
+    with Image.open(photo) as image:
+        crop = image.convert("RGB").crop(box)
+    turned = crop.rotate(90)
+
+    def save(picture: Image.Image, fmt: str, **options: object) -> bytes:
+        buffer = io.BytesIO()
+        picture.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    return {
+        "tif_lzw": ("tif", save(crop, "TIFF", compression="tiff_lzw")),
+        "tif_deflate": ("tif", save(crop, "TIFF", compression="tiff_adobe_deflate")),
+        "tif_jpeg": ("tif", save(crop, "TIFF", compression="jpeg")),
+        "tif_packbits": ("tif", save(crop.convert("1"), "TIFF", compression="packbits")),
+        "tif_16": ("tif", save(crop.convert("I;16"), "TIFF")),
+        "tif_float": ("tif", save(crop.convert("F"), "TIFF")),
+        "png_16": ("png", save(crop.convert("I;16"), "PNG")),
+        "png_palette": ("png", save(crop.convert("P"), "PNG", transparency=0)),
+        "png_la": ("png", save(crop.convert("LA"), "PNG")),
+        "jpg_progressive": ("jpg", save(crop, "JPEG", progressive=True)),
+        "jpg_cmyk": ("jpg", save(crop.convert("CMYK"), "JPEG")),
+        "gif_animated": (
+            "gif",
+            save(crop.convert("P"), "GIF", save_all=True, append_images=[turned.convert("P")]),
+        ),
+        "webp_lossless": ("webp", save(crop, "WEBP", lossless=True)),
+        "webp_animated": ("webp", save(crop, "WEBP", save_all=True, append_images=[turned])),
+        "webp_alpha": ("webp", save(crop.convert("RGBA"), "WEBP")),
+        "bmp_palette": ("bmp", save(crop.convert("P"), "BMP")),
+    }
+
+
+def variant_mutants(
+    seeds: dict[str, tuple[str, bytes]], *, seed: int = 13, flips: int = 8, cuts: int = 6
+) -> list[Mutant]:
+    """Byte flips and truncations of :func:`variant_seed_files` (about 240 with the defaults).
+
+    Named ``{variant}_valid.{ext}``, ``{variant}_flip_{i}.{ext}`` and ``{variant}_cut_{n}.{ext}``.
+    """
+    rng = random.Random(seed)
+    result = []
+    for variant, (ext, data) in seeds.items():
+        result.append(Mutant(f"{variant}_valid.{ext}", data))
+        for index in range(flips):
+            result.append(Mutant(f"{variant}_flip_{index:02d}.{ext}", _flip(data, rng)))
+        for offset in _cut_offsets(len(data), rng, cuts):
+            result.append(Mutant(f"{variant}_cut_{offset:05d}.{ext}", data[:offset]))
+    return result
+
+
 # --- header editors: each yields (label, edited bytes) ---------------------------------------
 
 
@@ -202,8 +262,8 @@ EDITORS: dict[str, Callable[[bytes], Iterator[tuple[str, bytes]]]] = {
 
 def _flip(data: bytes, rng: random.Random) -> bytes:
     edited = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        edited[rng.randrange(len(edited))] ^= rng.randint(1, 255)
+    for offset in rng.sample(range(len(edited)), rng.randint(1, 4)):  # distinct: no flip undone
+        edited[offset] ^= rng.randint(1, 255)
     return bytes(edited)
 
 
@@ -245,7 +305,8 @@ def mutants(
         for offset in _cut_offsets(len(data), rng, cuts):
             result.append(Mutant(f"{ext}_cut_{offset:05d}.{ext}", data[:offset]))
         for label, edited in EDITORS[ext](data):
-            result.append(Mutant(f"{ext}_{label}.{ext}", edited))
+            if edited != data:  # an edit to the value a field already has is no mutant
+                result.append(Mutant(f"{ext}_{label}.{ext}", edited))
     names = [mutant.name for mutant in result]
     assert len(set(names)) == len(names), "mutant names must be unique"
     return result

@@ -256,3 +256,40 @@ def test_patch_rows_errors():
         attention.patch_rows(np.zeros((1, 8, 6)), patch=4)
     with pytest.raises(UsageError, match=r"image must be \(H, W\) or \(C, H, W\)"):
         attention.patch_rows(np.zeros((1, 1, 4, 4)), patch=2)
+
+
+def test_blocked_attention_equals_the_whole_matrix():
+    rng = np.random.default_rng(11)
+    x = rng.random((1500, 9))
+    weights = attention.random_weights(9, dim=5, seed=2)
+    for norm in attention.NORMS:
+        whole = attention.patch_attention(x, weights=weights, norm=norm)
+        blocked = attention._blocked_attention(x, weights=weights, norm=norm)
+        for got, expected in zip(blocked, whole, strict=True):
+            assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+    assert attention._ATTENTION_BLOCK // 1500 < 1500  # more than one block was used
+
+
+def test_image_attention_takes_the_blocked_path_for_many_patches():
+    # 48×48 pixels at patch 1: N = 2304 > √(2²¹), so the rows go in blocks of 910.
+    image = np.random.default_rng(4).random((48, 48), dtype=np.float32)
+    weights = attention.random_weights(1, dim=3, seed=1)
+    got = attention.image_attention(image, patch=1, weights=weights)
+    received, entropy = attention.patch_attention(image.reshape(-1, 1), weights=weights)
+    assert_allclose(got[0, 0, 0], received, rtol=1e-12, atol=1e-15)
+    assert_allclose(got[0, 0, 1], entropy, rtol=1e-12)
+    assert got[0, 0, 0].sum() == pytest.approx(1.0, rel=1e-12)
+
+
+def test_image_attention_refuses_too_many_patches_before_any_work(monkeypatch):
+    from soartc_cli.errors import InputError
+
+    side = 129  # 129² = 16641 patches of 1×1, more than 2¹⁴
+    image = np.zeros((side, side), dtype=np.float32)
+    weights = attention.Weights(np.ones((1, 1)), np.ones((1, 1)), np.ones((1, 1)))
+    with pytest.raises(InputError, match=r"^16641 patches of 1×1: .* more than 16384 patches"):
+        attention.image_attention(image, patch=1, weights=weights)
+    monkeypatch.setattr(attention, "MAX_ATTENTION_PATCHES", 100)
+    assert attention.image_attention(image[:10, :10], patch=1, weights=weights).shape[-1] == 100
+    with pytest.raises(InputError, match="110 patches"):
+        attention.image_attention(image[:11, :10], patch=1, weights=weights)

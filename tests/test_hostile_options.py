@@ -307,6 +307,19 @@ def weights_cases(tmp_path_factory):
         for name in ("W_K", "W_V"):
             archive.writestr(f"{name}.npy", npy_header((K, 3)) + bytes(K * 3 * 8))
     cases["short data"] = (tmp_path / "short.npz", "W_Q in .* is truncated: its header needs 96")
+    # Thousands of empty members: the zip reader would build an object for each.
+    with zipfile.ZipFile(tmp_path / "many.npz", "w") as archive:
+        for index in range(3000):
+            archive.writestr(f"m{index}.npy", b"")
+    cases["many members"] = (tmp_path / "many.npz", "the archive lists 3000 members")
+    # A comment after the end record does not hide it; an archive with no end record is no zip.
+    with zipfile.ZipFile(tmp_path / "comment.npz", "w") as archive:
+        for index in range(300):
+            archive.writestr(f"m{index}.npy", b"")
+        archive.comment = b"x" * 60000
+    cases["many members and a comment"] = (tmp_path / "comment.npz", "lists 300 members")
+    (tmp_path / "noend.npz").write_bytes(b"PK\x03\x04" + bytes(100))
+    cases["no end record"] = (tmp_path / "noend.npz", "no zip end-of-directory record")
     with zipfile.ZipFile(tmp_path / "garbage.npz", "w") as archive:
         archive.writestr("W_Q.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", 8) + b"{'a': 1}")
     cases["bad header"] = (tmp_path / "garbage.npz", r"not an \.npz file .*W_Q is not an \.npy")
@@ -316,7 +329,8 @@ def weights_cases(tmp_path_factory):
 CASE_NAMES = [
     "objects", "npy renamed", "text", "truncated at 10", "missing", "nan", "inf", "huge",
     "1e150 each", "complex", "strings", "structured", "longdouble", "wrong rows", "3-D",
-    "d over the cap", "d differs", "zip bomb", "short data", "bad header",
+    "d over the cap", "d differs", "zip bomb", "short data", "bad header", "many members",
+    "many members and a comment", "no end record",
 ]  # fmt: skip
 
 

@@ -295,3 +295,12 @@ def test_check_kernels_validates_kernels_given_through_the_api():
         check_kernels(datum="datum", transforms=("nan",), kernels=bad, patch=16)
     with pytest.raises(UsageError, match="kernel 'flat' must be a non-empty 2-D array"):
         check_kernels(datum="flat", transforms=("rot90",), kernels=bad, patch=16)
+
+
+def test_check_kernels_refuses_kernels_too_large_given_through_the_api():
+    # 1e308 is finite, but its features are not: the same bound as a kernel file's.
+    bank = merge_kernels({"big": np.full((3, 3), 1e308), "edge": np.ones((3, 3))})
+    with pytest.raises(UsageError, match=r"kernel 'big' holds values larger in size than 1e\+06"):
+        check_kernels(datum="edge", transforms=["big"], kernels=bank, patch=4)
+    bank = merge_kernels({"top": np.full((3, 3), -1e6), "edge": np.ones((3, 3))})
+    check_kernels(datum="edge", transforms=["top"], kernels=bank, patch=4)
