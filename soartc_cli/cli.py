@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 
-from soartc_cli import __version__, attention, imageio, jobs, outputs, rt, runner, tables
+from soartc_cli import __version__, attention, imageio, jobs, outputs, runner, tables
 from soartc_cli import transforms as transforms_module
 from soartc_cli.errors import InputError, SoartcError, UsageError
 
@@ -477,12 +477,13 @@ def compute_command(
 
 def _soartc_job(size, patch, channels, invert, max_pixels, datum, kernels, transforms, metrics):
     """The SOARTC/SOART job of the feature options (``compute`` and ``fit``)."""
-    image = _image_settings(size, patch, channels, invert, max_pixels)
-    user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else {}
-    bank = transforms_module.merge_kernels(user)
-    chosen = transforms_module.parse_transforms(transforms, kernels=bank)
-    transforms_module.check_kernels(datum=datum, transforms=chosen, kernels=bank, patch=patch)
-    return jobs.SoartcJob(image, chosen, rt.parse_metrics(metrics), datum, bank)
+    from soartc_cli.api import soartc_job
+
+    user = transforms_module.load_kernels(_read_text(kernels, "--kernels")) if kernels else None
+    return soartc_job(
+        size=size, patch=patch, channels=channels, invert=invert, max_pixels=max_pixels,
+        datum=datum, kernels=user, transforms=transforms, metrics=metrics,
+    )  # fmt: skip
 
 
 @app.command(
