@@ -579,7 +579,7 @@ def test_record_has_version_and_start_and_end_times(folder, tmp_path):
     finished = datetime.fromisoformat(record["finished"])
     assert started.utcoffset() is not None and started.utcoffset().total_seconds() == 0
     assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= started
-    assert started <= finished <= after
+    assert started < finished <= after  # four images take more than the milliseconds written
 
 
 @pytest.fixture
