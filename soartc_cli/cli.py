@@ -725,7 +725,9 @@ def fit_command(
     ] = "position",
     quantile: Annotated[
         float,
-        typer.Option(help="Quantile of the out-of-fold good scores that sets the threshold."),
+        typer.Option(
+            help="Quantile of the out-of-fold good scores that sets the threshold.", metavar="Q"
+        ),
     ] = 0.99,
     record: Record = None,
     workers: Workers = None,
