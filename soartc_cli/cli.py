@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from soartc_cli import __version__, attention, imageio, jobs, outputs, rt, runner, tables
+from soartc_cli import __version__, attention, imageio, jobs, outputs, runner, tables
 from soartc_cli import transforms as transforms_module
 from soartc_cli.errors import InputError, SoartcError, UsageError
 
@@ -27,6 +28,16 @@ if TYPE_CHECKING:  # rich is imported when something is shown: start-up time cou
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: A closed pipe on standard output ends the run quietly with the shell's 128 + SIGPIPE.
 EXIT_CLOSED_PIPE = 141
+
+#: Defaults of the attention options that differ between the seed demo and images (SPEC §5).
+DEMO_HIGH, DEMO_DIM, IMAGE_DIM = 3, 3, 64
+#: The demo's output formats, and the -o suffixes that choose one.
+DEMO_FORMATS = ("table", "json", "csv")
+DEMO_SUFFIXES = {".json": "json", ".csv": "csv"}
+#: Memory an image's attention may take: the N × N scores, probs and a temporary, float64 each.
+#: (Belongs in attention.py beside image_attention; checked here while N is known from --size.)
+ATTENTION_MEMORY_BUDGET = 2 * 1024**3
+ATTENTION_MATRICES = 3
 
 
 def _silence_stdout() -> None:
@@ -139,6 +150,36 @@ class SoartcGroup(typer.core.TyperGroup):
         return code
 
 
+_DEFAULT_IN_PARENS = re.compile(r"\[default: \((.*?)\)\]")
+
+
+class SoartcCommand(typer.core.TyperCommand):
+    """Typer's command, with a written-out default shown like the others (``[default: 3]``)
+    and a required argument shown as ``PART...`` (typer writes ``{PART...}``).
+
+    Options whose default is None but means something (``--dim``, ``--workers``) name it with
+    ``show_default="…"``, which click would print as ``[default: (3)]``.
+    """
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        """The usage line's arguments, a required one without typer's braces: ``PART...``."""
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+    def format_options(self, ctx, formatter) -> None:
+        write_dl = formatter.write_dl
+
+        def plain(rows, *args, **kwargs):
+            rows = [(term, _DEFAULT_IN_PARENS.sub(r"[default: \1]", text)) for term, text in rows]
+            return write_dl(rows, *args, **kwargs)
+
+        formatter.write_dl = plain
+        try:
+            super().format_options(ctx, formatter)
+        finally:
+            del formatter.write_dl
+
+
 app = typer.Typer(
     cls=SoartcGroup,
     name="soartc",
@@ -237,8 +278,7 @@ Precision = Annotated[
 Record = Annotated[
     str | None,
     typer.Option(
-        help="Where the run record goes (default: OUTPUT.meta.json next to -o FILE).",
-        metavar="FILE",
+        help="Where the run record goes.", metavar="FILE", show_default="FILE.meta.json of -o FILE"
     ),
 ]
 Maps = Annotated[
@@ -247,7 +287,9 @@ Maps = Annotated[
 ]
 Workers = Annotated[
     int | None,
-    typer.Option(help="Worker processes (default: the CPU count; 1 = in-process).", metavar="N"),
+    typer.Option(
+        help="Worker processes (1 = in-process).", metavar="N", show_default="the CPU count"
+    ),
 ]
 Shard = Annotated[
     str | None,
@@ -259,7 +301,9 @@ Seed = Annotated[int, typer.Option(help="Random seed of the weights.", metavar="
 Dim = Annotated[
     int | None,
     typer.Option(
-        metavar="D", help="Width d of the projections (default 3 for the demo, 64 for images)."
+        metavar="D",
+        help="Width d of the projections (images: only with --weights random).",
+        show_default="3 for the demo, 64 for images",
     ),
 ]
 
@@ -388,7 +432,10 @@ def _progress(*, show: bool):
             state["progress"].stop()
 
 
-@app.command("compute")
+@app.command(
+    "compute", cls=SoartcCommand,
+    short_help="SOARTC (convolution) and SOART (rotation) metrics of every patch of every image.",
+)  # fmt: skip
 def compute_command(
     inputs: Inputs = None,
     size: Size = 224,
@@ -438,21 +485,29 @@ def compute_command(
 
 def _soartc_job(size, patch, channels, invert, max_pixels, datum, kernels, transforms, metrics):
     """The SOARTC/SOART job of the feature options (``compute`` and ``fit``)."""
-    image = _image_settings(size, patch, channels, invert, max_pixels)
-    user = transforms_module.read_kernel_file(kernels) if kernels else {}
-    bank = transforms_module.merge_kernels(user)
-    chosen = transforms_module.parse_transforms(transforms, kernels=bank)
-    transforms_module.check_kernels(datum=datum, transforms=chosen, kernels=bank, patch=patch)
-    return jobs.SoartcJob(image, chosen, rt.parse_metrics(metrics), datum, bank)
+    from soartc_cli.api import soartc_job
+
+    user = transforms_module.read_kernel_file(kernels) if kernels else None
+    return soartc_job(
+        size=size, patch=patch, channels=channels, invert=invert, max_pixels=max_pixels,
+        datum=datum, kernels=user, transforms=transforms, metrics=metrics,
+    )  # fmt: skip
 
 
-@app.command("attention")
+@app.command(
+    "attention", cls=SoartcCommand,
+    short_help="Scaled dot-product attention: the seed article's demo, or over image patches.",
+)  # fmt: skip
 def attention_command(
     inputs: Inputs = None,
     seed: Seed = 42,
     high: Annotated[
         int | None,
-        typer.Option(help="Demo: weights are integers drawn from [0, HIGH). [3]", metavar="HIGH"),
+        typer.Option(
+            help="Demo: weights are integers drawn from [0, HIGH).",
+            metavar="HIGH",
+            show_default=str(DEMO_HIGH),
+        ),
     ] = None,
     dim: Dim = None,
     words: Annotated[
@@ -465,13 +520,19 @@ def attention_command(
     softmax: Annotated[
         str | None,
         typer.Option(
-            help="Demo: 'row' (standard) or 'global' (the article's code). [row]",
+            help="Demo: 'row' (standard) or 'global' (the article's code).",
             metavar="row|global",
+            show_default="row",
         ),
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", metavar="table|json|csv", help="Demo output format. [table]"),
+        typer.Option(
+            "--format",
+            metavar="table|json|csv",
+            help="Demo output format (-o FILE: json or csv, else chosen by FILE's suffix).",
+            show_default="table",
+        ),
     ] = None,
     norm: Annotated[
         str,
@@ -509,14 +570,21 @@ def attention_command(
     With inputs: per-patch 'received' and 'entropy' of every image, written like 'compute'.
     """
     if not inputs:
-        return _demo(seed, high, dim, words, softmax, fmt)
+        return _demo(seed, high, dim, words, softmax, fmt, output=output, quiet=quiet)
     demo_only = {"--high": high, "--words": words, "--softmax": softmax, "--format": fmt}
     given = [name for name, value in demo_only.items() if value is not None]
     if given:
         raise UsageError(f"{', '.join(given)}: only for the seed demo (no image inputs)")
+    if dim is not None and weights != "random":
+        raise UsageError(
+            f"--dim: only with --weights random (with {weights} the weights fix d)"
+            if weights in attention.WEIGHT_MODES
+            else "--dim: only with --weights random (an .npz file's arrays fix d)"
+        )
     image = _image_settings(size, patch, channels, invert, max_pixels)
+    check_attention_memory(size, patch=patch)
     k = (3 if channels == "rgb" else 1) * patch * patch
-    d = 64 if dim is None else dim
+    d = IMAGE_DIM if dim is None else dim
     source = weights if weights in attention.WEIGHT_MODES else os.path.abspath(weights)
     job = jobs.AttentionJob(
         image,
@@ -532,28 +600,76 @@ def attention_command(
     return _finish(_run(job, settings), settings, job.columns)
 
 
-def _demo(seed, high, dim, words, softmax, fmt) -> int:
-    """The seed demo: compute, then render as a table, JSON or CSV."""
-    fmt = attention.check_choice(fmt or "table", name="--format", choices=("table", "json", "csv"))
-    x = attention.parse_words(words) if words is not None else attention.SEED_WORDS
-    high = 3 if high is None else high
-    d = 3 if dim is None else dim
-    result = attention.seed_demo(x, seed=seed, high=high, dim=d, softmax=softmax or "row")
-    if fmt == "json":
-        settings = {"seed": seed, "high": high, "dim": d}
-        sys.stdout.write(tables.demo_json(result, settings=settings))
-    elif fmt == "csv":
-        sys.stdout.write(tables.demo_csv(result))
-    else:
-        out = output_console()
-        out.print(tables.demo_header(result))
-        from rich.columns import Columns
+def check_attention_memory(size: int, *, patch: int) -> None:
+    """UsageError when a fixed ``--size`` makes attention matrices larger than the budget.
 
-        out.print(Columns(tables.demo_tables(result), padding=(0, 2)))
-        if result.softmax == "row":
-            error_console().print(
-                "hint: the article's printed probs and attention come from --softmax global"
+    An image of N patches needs about ``N² × 8 bytes × 3`` (scores, probs and a temporary);
+    with ``--size 0`` N depends on each image and is not known here.
+    """
+    if size <= 0:
+        return
+    n = (size // patch) ** 2
+    needed = n * n * 8 * ATTENTION_MATRICES
+    if needed > ATTENTION_MEMORY_BUDGET:
+        raise UsageError(
+            f"--size {size} --patch {patch}: {n} patches need {n}×{n} attention matrices of "
+            f"{needed / 1024**3:.1f} GiB, over the {ATTENTION_MEMORY_BUDGET / 1024**3:g} GiB "
+            "budget; use a smaller --size or a larger --patch"
+        )
+
+
+def _demo_format(fmt: str | None, output: str | None) -> str:
+    """The demo's format: ``--format``, else the suffix of ``-o FILE``, else a table (-o -: CSV)."""
+    if fmt is not None:
+        fmt = attention.check_choice(fmt, name="--format", choices=DEMO_FORMATS)
+    if output is None:
+        return fmt or "table"
+    if output == "-":
+        return fmt or "csv"
+    suffix = os.path.splitext(output)[1].lower()
+    by_suffix = DEMO_SUFFIXES.get(suffix)
+    if fmt is None:
+        if by_suffix is None:
+            raise UsageError(
+                f"--output: the demo writes {', '.join(DEMO_SUFFIXES)} files, not {output!r} "
+                "(or give --format json|csv)"
             )
+        return by_suffix
+    if fmt == "table":
+        raise UsageError("--format table is for the terminal; -o FILE takes json or csv")
+    if by_suffix is not None and by_suffix != fmt:
+        raise UsageError(f"--format {fmt} does not match the suffix of -o {output}")
+    return fmt
+
+
+def _demo(seed, high, dim, words, softmax, fmt, *, output: str | None, quiet: bool) -> int:
+    """The seed demo: compute, then render as a table, JSON or CSV (to stdout or -o FILE)."""
+    fmt = _demo_format(fmt, output)
+    if output not in (None, "-"):
+        outputs.check_output_path(output)
+    x = attention.parse_words(words) if words is not None else attention.SEED_WORDS
+    high = DEMO_HIGH if high is None else high
+    d = DEMO_DIM if dim is None else dim
+    result = attention.seed_demo(x, seed=seed, high=high, dim=d, softmax=softmax or "row")
+    if fmt in ("json", "csv"):
+        if fmt == "json":
+            text = tables.demo_json(result, settings={"seed": seed, "high": high, "dim": d})
+        else:
+            text = tables.demo_csv(result)
+        if output in (None, "-"):
+            sys.stdout.write(text)
+        else:
+            outputs.write_text_atomic(output, text)
+            if not quiet:
+                note(f"soartc: the demo's matrices written to {printable(output)} ({fmt})")
+        return EXIT_OK
+    out = output_console()
+    out.print(tables.demo_header(result))
+    from rich.columns import Columns
+
+    out.print(Columns(tables.demo_tables(result), padding=(0, 2)))
+    if result.softmax == "row" and not quiet:
+        note("hint: the article's printed probs and attention come from --softmax global")
     return EXIT_OK
 
 
@@ -566,7 +682,10 @@ def _weights(spec: str, *, k: int, dim: int, seed: int) -> attention.Weights:
     return attention.load_weights_file(spec, k=k)
 
 
-@app.command("fit")
+@app.command(
+    "fit", cls=SoartcCommand,
+    short_help="Learn the unit space of good images: the model file for 'score'.",
+)  # fmt: skip
 def fit_command(
     inputs: Inputs = None,
     output: Annotated[
@@ -599,7 +718,9 @@ def fit_command(
     ] = "position",
     quantile: Annotated[
         float,
-        typer.Option(help="Quantile of the out-of-fold good scores that sets the threshold."),
+        typer.Option(
+            help="Quantile of the out-of-fold good scores that sets the threshold.", metavar="Q"
+        ),
     ] = 0.99,
     record: Record = None,
     workers: Workers = None,
@@ -647,7 +768,10 @@ def fit_command(
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-@app.command("score")
+@app.command(
+    "score", cls=SoartcCommand,
+    short_help="Anomaly scores of images against a model: patch distances, verdicts, AUROC.",
+)  # fmt: skip
 def score_command(
     inputs: Inputs = None,
     model: Annotated[
@@ -655,7 +779,9 @@ def score_command(
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(help="Anomalous above this score (default: the model's threshold)."),
+        typer.Option(
+            help="Anomalous above this score.", metavar="T", show_default="the model's threshold"
+        ),
     ] = None,
     normal_label: Annotated[
         str, typer.Option(help="The label of good images, for the evaluation.", metavar="LABEL")
@@ -712,7 +838,10 @@ def score_command(
     return _finish(report, settings, None)
 
 
-@app.command("transforms")
+@app.command(
+    "transforms", cls=SoartcCommand,
+    short_help="List every transform and kernel (with its values), the presets and the metrics.",
+)  # fmt: skip
 def transforms_command(
     kernels: Annotated[
         str | None, typer.Option(help="Also list the kernels of this JSON file.", metavar="FILE")
@@ -726,10 +855,13 @@ def transforms_command(
     return EXIT_OK
 
 
-@app.command("merge")
+@app.command(
+    "merge", cls=SoartcCommand,
+    short_help="Join the outputs of the shards of one run (any formats) and their run records.",
+)  # fmt: skip
 def merge_command(
     parts: Annotated[
-        list[str], typer.Argument(metavar="PART", help="Shard outputs, in shard order.")
+        list[str], typer.Argument(metavar="PART...", help="Shard outputs, in any order.")
     ],
     output: Annotated[
         str,

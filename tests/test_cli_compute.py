@@ -316,6 +316,14 @@ def test_shards_concatenate_to_the_whole(many, tmp_path, count):
     assert record["counts"] == {"found": 25, "processed": 24, "failed": 1}
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT and SIGTERM at their defaults, whatever pytest inherited
+    (a shell starts background jobs with SIGINT ignored, and a Python started with SIGINT
+    ignored installs no KeyboardInterrupt handler: the interrupt would never arrive)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_leaves_nothing_and_exits_130(tmp_path, sig):
     root = tmp_path / "big"
@@ -326,7 +334,8 @@ def test_interrupt_leaves_nothing_and_exits_130(tmp_path, sig):
     out.parent.mkdir()
     cmd = [sys.executable, "-m", "soartc_cli", "compute", str(root), "-o", str(out), "--workers",
            "2", "--transforms", "all", "--metrics", "all", "--size", "448"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until rows are being written
         parts = list(out.parent.glob(".res.csv.*.part"))
@@ -423,3 +432,201 @@ def test_unwritable_output_is_a_usage_error(folder, tmp_path, monkeypatch):
     assert result.stderr.strip().endswith(
         "cannot write " + str(tmp_path / "out.csv") + ": Permission denied"
     )
+
+
+# --- tests that a plausible mistake would fail (each names the mistake it catches) -------------
+
+
+def test_long_layout_row_and_col_come_from_the_right_grid_axis(tmp_path):
+    # 48 wide × 32 high, patch 16, native size: 2 rows × 3 cols (a square grid would hide a
+    # row/col computed from the wrong axis).
+    root = tmp_path / "wide"
+    root.mkdir()
+    _photo(root / "w.png", 5, size=(48, 32))
+    names = patch_names(2, 3)
+    assert names == ["r00c00", "r00c01", "r00c02", "r01c00", "r01c01", "r01c02"]
+    base = ["compute", root, "--size", 0, "--patch", 16, "--layout", "long", "--workers", 1]
+    rows = list(csv.DictReader(io.StringIO(invoke(*base, "-o", "-").stdout)))
+    assert len(rows) == 6 * 6  # patches × transforms
+    parquet = tmp_path / "long.parquet"
+    assert invoke(*base, "-o", parquet).exit_code == 0
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet).to_pylist()
+    for found in (rows, table):
+        for row in found:
+            patch = row["patch"]
+            assert (int(row["row"]), int(row["col"])) == (int(patch[1:3]), int(patch[4:6])), row
+        assert [r["patch"] for r in found[::6]] == names
+
+
+def test_skip_line_is_exactly_soartc_skipped_path_reason(tmp_path):
+    root = tmp_path / "mixed"
+    root.mkdir()
+    _photo(root / "good.png", 1)
+    (root / "sub").mkdir()
+    (root / "sub" / "notes.png").write_text("not an image\n")
+    out = tmp_path / "out.csv"
+    result = invoke("compute", root, "-o", out, "--size", 16, "--patch", 8, "--workers", 1)
+    assert result.exit_code == 1
+    record = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    (failure,) = record["failures"]
+    assert failure["path"] == "sub/notes.png"
+    assert failure["error"]  # a reason
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"soartc: skipped sub/notes.png: {failure['error']}"
+    assert lines[1:] == ["soartc: 1 of 2 images processed, 1 skipped"]
+
+
+def _table_cells(stdout: str) -> dict[tuple[str, str, str], float]:
+    """The terminal tables' numbers by (metric, path, transform)."""
+    cells = {}
+    metric, header = None, None
+    for line in stdout.splitlines():
+        if "(mean over patches)" in line:
+            metric = line.split()[0]
+            continue
+        if line.startswith("┃"):  # the header row
+            header = [p.strip() for p in line.strip().strip("┃").split("┃")]
+            continue
+        if not line.startswith("│"):
+            continue
+        parts = [p.strip() for p in line.strip().strip("│").split("│")]
+        for name, text in zip(header[3:], parts[3:], strict=True):
+            cells[(metric, parts[0], name)] = float(text)
+    return cells
+
+
+def test_terminal_table_numbers_are_the_means_of_the_patch_values(folder):
+    args = ["compute", folder, "--size", 32, "--patch", 8, "--workers", 1]
+    table = runner.invoke(app, [str(a) for a in args], terminal_width=200)
+    assert table.exit_code == 0
+    cells = _table_cells(table.stdout)
+    rows = list(csv.DictReader(io.StringIO(invoke(*args, "-o", "-", "--precision", 17).stdout)))
+    soartc = TRANSFORM_PRESETS["soartc"]
+    assert len(cells) == len(rows) * len(soartc) * 3
+    names = patch_names(4, 4)
+    for row in rows:
+        for t in soartc:
+            for m in ("beta", "delta", "distance"):
+                values = np.array([float(row[f"{t}.{m}.{p}"]) for p in names])
+                assert np.ptp(values) > 0  # mean, max and min tell apart
+                got = cells[(m, row["path"], t)]
+                assert got == pytest.approx(values.mean(), rel=5e-4, abs=1e-12), (m, t)
+
+
+def test_quiet_prints_nothing_but_errors(folder, tmp_path):
+    args = ["compute", folder, "--size", 16, "--patch", 8, "--workers", 1]
+    loud = invoke(*args, "-o", tmp_path / "a.csv")
+    assert loud.stderr == "soartc: 4 of 4 images processed\n"
+    quiet = invoke(*args, "-o", tmp_path / "b.csv", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    inside = invoke(*args, "-o", folder / "inside.csv", "-q")  # a warning is not an error
+    assert inside.exit_code == 0 and inside.stderr == ""
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    bad = invoke(*args, "-q", "--patch", 7)
+    assert bad.exit_code == 2 and bad.stderr.startswith("soartc: error: ")
+
+
+def test_no_recursive_stays_at_the_top_level(folder):
+    args = ["compute", folder, "--size", 16, "--patch", 8, "--workers", 1, "-o", "-"]
+    deep = _rows(invoke(*args).stdout)
+    top = _rows(invoke(*args, "--no-recursive").stdout)
+    assert [r[0] for r in deep[1:]] == ["cats/a.png", "cats/b.jpg", "dogs/c.png", "top.bmp"]
+    assert [r[0] for r in top[1:]] == ["top.bmp"]
+    assert top[1] == deep[4]
+
+
+def test_invert_computes_on_one_minus_the_pixels(folder):
+    args = ["compute", folder / "top.bmp", "--size", 32, "--patch", 8, "--workers", 1, "-o", "-",
+            "--precision", 17]  # fmt: skip
+    plain = np.array(_rows(invoke(*args).stdout)[1][4:], dtype=float)
+    inverted = np.array(_rows(invoke(*args, "--invert").stdout)[1][4:], dtype=float)
+    pixels = load_image(folder / "top.bmp", size=32, patch=8).pixels
+    flipped = load_image(folder / "top.bmp", size=32, patch=8, invert=True).pixels
+    np.testing.assert_allclose(flipped, 1 - pixels, atol=1e-6)
+    np.testing.assert_array_equal(inverted, soartc_features(flipped, patch=8).ravel())
+    assert not np.allclose(plain, inverted)
+
+
+def test_max_pixels_refuses_larger_images_only(folder, tmp_path):
+    args = ["compute", folder, "--size", 16, "--patch", 8, "--workers", 1, "-o", "-"]
+    at = invoke(*args, "--max-pixels", 96 * 64)  # every image is 96 × 64 = 6144 pixels
+    assert at.exit_code == 0 and len(_rows(at.stdout)) == 5
+    over = invoke(*args, "--max-pixels", 96 * 64 - 1, "--record", tmp_path / "r.json")
+    assert over.exit_code == 1 and len(_rows(over.stdout)) == 1
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["counts"] == {"found": 4, "processed": 0, "failed": 4}
+    assert all("6144" in f["error"] and "6143" in f["error"] for f in record["failures"])
+    assert invoke(*args, "--max-pixels", 0).exit_code == 2
+
+
+def test_record_has_version_and_start_and_end_times(folder, tmp_path):
+    from datetime import datetime, timezone
+
+    from soartc_cli import __version__
+
+    before = datetime.now(timezone.utc)
+    out = tmp_path / "out.csv"
+    assert (
+        invoke("compute", folder, "-o", out, "--size", 16, "--patch", 8, "--workers", 1).exit_code
+        == 0
+    )
+    after = datetime.now(timezone.utc)
+    record = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert record["version"] == __version__ and record["tool"] == "soartc"
+    started = datetime.fromisoformat(record["started"])
+    finished = datetime.fromisoformat(record["finished"])
+    assert started.utcoffset() is not None and started.utcoffset().total_seconds() == 0
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= started
+    assert started < finished <= after  # four images take more than the milliseconds written
+
+
+@pytest.fixture
+def shards(folder, tmp_path):
+    """The whole run and its two shards, as CSV files with their records."""
+    base = ["compute", folder, "--size", 16, "--patch", 8, "--workers", 1]
+    whole = tmp_path / "whole.csv"
+    assert invoke(*base, "-o", whole).exit_code == 0
+    parts = []
+    for i in range(2):
+        part = tmp_path / f"part{i}.csv"
+        assert invoke(*base, "--shard", f"{i}/2", "-o", part).exit_code == 0
+        parts.append(part)
+    return whole, parts
+
+
+def test_merge_to_stdout_in_shard_order(shards):
+    whole, (first, second) = shards
+    result = runner.invoke(app, ["merge", str(second), str(first), "-o", "-"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == whole.read_bytes()
+
+
+def test_merge_errors_name_the_problem(shards, folder, tmp_path):
+    whole, (first, second) = shards
+    other = tmp_path / "other.csv"
+    invoke("compute", folder, "--size", 32, "--patch", 8, "--workers", 1, "--shard", "1/2",
+           "-o", other)  # fmt: skip
+    out = tmp_path / "merged.csv"
+    cases = [
+        ([first, first], "shard 0/2 is given twice"),
+        ([first], "shard 1/2 missing"),
+        ([first, other], "was made with other settings"),
+        ([whole, first], "is not a shard"),
+        ([first, tmp_path / "nope.csv"], "no such file"),
+    ]
+    for parts, message in cases:
+        result = invoke("merge", *parts, "-o", out)
+        assert result.exit_code == 2, (parts, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+        assert not out.exists()
+    os.unlink(str(second) + ".meta.json")
+    result = invoke("merge", first, second, "-o", out)
+    assert result.exit_code == 2 and f"{second} has no run record" in result.stderr
+    allowed = invoke("merge", first, "-o", out, "--allow-missing")
+    assert allowed.exit_code == 0
+    record = json.loads((tmp_path / "merged.csv.meta.json").read_text())
+    assert record["missing_shards"] == ["1/2"]
+    assert out.read_bytes() == first.read_bytes()

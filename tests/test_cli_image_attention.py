@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from soartc_cli import maps
 from soartc_cli.cli import app
+from soartc_cli.errors import UsageError
 from soartc_cli.imageio import load_image
 from soartc_cli.patches import patch_names
 from tests.test_attention import _plain_patch_attention
@@ -54,8 +55,9 @@ def test_received_and_entropy_match_the_plain_implementation(folder, tmp_path, m
         arrays = {n: rng.standard_normal((k, 6)) for n in ("W_Q", "W_K", "W_V")}
         weights = tmp_path / "w.npz"
         np.savez(weights, **arrays)
+    dim = ["--dim", 16] if mode == "random" else []  # identity and a file fix d themselves
     result = invoke("attention", folder, "--size", size, "--patch", patch, "--channels", channels,
-                    "--weights", weights, "--dim", 16, "--seed", 3, "-o", "-", "--precision", 17,
+                    "--weights", weights, *dim, "--seed", 3, "-o", "-", "--precision", 17,
                     "--workers", 1)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
@@ -121,12 +123,49 @@ def test_attention_usage_errors(folder, args, message):
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr
 
 
-def test_not_a_weights_file(folder, tmp_path):
+@pytest.mark.parametrize("kind", ["text", "npy", "empty"])
+def test_not_a_weights_file(folder, tmp_path, kind):
     bad = tmp_path / "w.npz"
-    bad.write_text("not a zip")
-    result = invoke("attention", folder, "--weights", bad)
+    if kind == "text":
+        bad.write_text("W_Q = [[1, 2], [3, 4]]\n")
+    elif kind == "npy":  # one array saved by numpy.save, then renamed: np.load would take it
+        with open(bad, "wb") as f:
+            np.save(f, np.ones((64, 4)))
+    else:
+        bad.write_bytes(b"")
+    result = invoke("attention", folder, "--weights", bad, "--size", 32, "--patch", 8)
     assert result.exit_code == 2
-    assert "cannot read" in result.stderr
+    assert result.stderr == f"soartc: error: --weights: {bad} is not an .npz file " \
+        "(numpy.savez of W_Q, W_K, W_V)\n"  # fmt: skip
+
+
+@pytest.mark.parametrize("weights", ["identity", "npz"])
+def test_dim_with_fixed_weights_is_a_usage_error(folder, tmp_path, weights):
+    if weights == "npz":
+        weights = tmp_path / "w.npz"
+        np.savez(weights, **{n: np.ones((64, 4)) for n in ("W_Q", "W_K", "W_V")})
+    result = invoke("attention", folder, "--weights", weights, "--dim", 8, "--size", 32,
+                    "--patch", 8, "--workers", 1, "-o", tmp_path / "out.csv")  # fmt: skip
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "soartc: error: --dim: only with --weights random"
+    )
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_attention_refuses_matrices_over_the_memory_budget_before_reading(folder, tmp_path):
+    # 800 / 8 = 100 → 10,000 patches: three 10,000² float64 matrices are 2.2 GiB > 2 GiB.
+    result = invoke("attention", folder, "--size", 800, "--patch", 8, "-o", tmp_path / "o.csv")
+    assert result.exit_code == 2
+    assert "10000 patches need 10000×10000 attention matrices of 2.2 GiB" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    # 96 patches per side (9216 patches, 1.9 GiB) are within the budget: only checked, not run.
+    from soartc_cli.cli import check_attention_memory
+
+    check_attention_memory(768, patch=8)
+    with pytest.raises(UsageError, match="over the 2 GiB budget"):
+        check_attention_memory(784, patch=8)
 
 
 def _visible(directory):
