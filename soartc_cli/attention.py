@@ -59,7 +59,7 @@ MAX_SCORE_BOUND = 1e300
 MAX_ATTENTION_PATCHES = 1 << 14
 #: Entries of the ``(rows, N)`` score block computed at a time: memory stays some tens of MB
 #: whatever N is, and images with ``N² ≤`` this are computed in one block, as before.
-_ATTENTION_BLOCK = 1 << 21
+ATTENTION_BLOCK = 1 << 21
 
 
 def softmax(x: np.ndarray, *, axis: int | None = -1) -> np.ndarray:
@@ -630,7 +630,7 @@ def image_attention(
             f"of {x.shape[1] // (patch * patch)} channel(s), not {weights.shape[0]}"
         )
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is judged on the result
-        if count * count <= _ATTENTION_BLOCK:
+        if count * count <= ATTENTION_BLOCK:
             received, entropy = patch_attention(x, weights=weights, norm=norm)
         else:
             received, entropy = _blocked_attention(x, weights=weights, norm=norm)
@@ -662,7 +662,7 @@ def _blocked_attention(
     q, k = x @ weights.W_Q, x @ weights.W_K
     n = x.shape[0]
     scale = np.sqrt(k.shape[1])
-    rows = max(1, _ATTENTION_BLOCK // n)
+    rows = max(1, ATTENTION_BLOCK // n)
     column_sums = np.zeros(n)
     entropy = np.empty(n)
     for start in range(0, n, rows):

@@ -36,8 +36,6 @@ DEMO_FORMATS = ("table", "json", "csv")
 DEMO_SUFFIXES = {".json": "json", ".csv": "csv"}
 #: Memory an image's attention may take: the N × N scores, probs and a temporary, float64 each.
 #: (Belongs in attention.py beside image_attention; checked here while N is known from --size.)
-ATTENTION_MEMORY_BUDGET = 2 * 1024**3
-ATTENTION_MATRICES = 3
 
 
 def _silence_stdout() -> None:
@@ -77,7 +75,9 @@ def output_console() -> Console:
 
 
 def printable(text: str) -> str:
-    """``text`` safe for a terminal: control characters (ESC sequences, line breaks) escaped."""
+    """``text`` safe for one terminal line: backslashes doubled, control characters (ESC
+    sequences, line breaks) escaped as ``\\xNN``/``\\n``, so a message is one unambiguous line."""
+    text = text.replace("\\", "\\\\")
     if text.isprintable():
         return text
     return "".join(
@@ -582,7 +582,6 @@ def attention_command(
             else "--dim: only with --weights random (an .npz file's arrays fix d)"
         )
     image = _image_settings(size, patch, channels, invert, max_pixels)
-    check_attention_memory(size, patch=patch)
     k = (3 if channels == "rgb" else 1) * patch * patch
     d = IMAGE_DIM if dim is None else dim
     source = weights if weights in attention.WEIGHT_MODES else os.path.abspath(weights)
@@ -598,24 +597,6 @@ def attention_command(
         no_recursive, resume,
     )  # fmt: skip
     return _finish(_run(job, settings), settings, job.columns)
-
-
-def check_attention_memory(size: int, *, patch: int) -> None:
-    """UsageError when a fixed ``--size`` makes attention matrices larger than the budget.
-
-    An image of N patches needs about ``N² × 8 bytes × 3`` (scores, probs and a temporary);
-    with ``--size 0`` N depends on each image and is not known here.
-    """
-    if size <= 0:
-        return
-    n = (size // patch) ** 2
-    needed = n * n * 8 * ATTENTION_MATRICES
-    if needed > ATTENTION_MEMORY_BUDGET:
-        raise UsageError(
-            f"--size {size} --patch {patch}: {n} patches need {n}×{n} attention matrices of "
-            f"{needed / 1024**3:.1f} GiB, over the {ATTENTION_MEMORY_BUDGET / 1024**3:g} GiB "
-            "budget; use a smaller --size or a larger --patch"
-        )
 
 
 def _demo_format(fmt: str | None, output: str | None) -> str:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from soartc_cli.errors import InputError, UsageError
+from soartc_cli.errors import InputError
 from soartc_cli.patches import patch_grid
 from soartc_cli.rt import METRIC_PRESETS, check_metrics, compare_prepared
 from soartc_cli.transforms import KERNELS, ROTATIONS, TRANSFORM_PRESETS, check_kernels
@@ -214,14 +214,15 @@ def soartc_features(
         Computed in float64; never modified.
     patch : int, optional
         Patch side ``P``; must divide ``H`` and ``W``. Default 16.
-    transforms : sequence of str, optional
+    transforms : sequence of str or str, optional
         Transform names, in output order: kernels of ``kernels`` (SOARTC parts) and rotations
-        of :data:`~soartc_cli.transforms.ROTATIONS` (SOART). Default: the ``soartc`` preset.
+        of :data:`~soartc_cli.transforms.ROTATIONS` (SOART). Default: the ``soartc`` preset. A
+        string is read as ``--transforms`` is: names and presets, comma-separated (``"soart"``).
     datum : str, optional
         Name of the datum kernel ``D`` in ``kernels``. Default ``"datum"``.
-    metrics : sequence of str, optional
+    metrics : sequence of str or str, optional
         Metric names of :data:`~soartc_cli.rt.METRICS_REGISTRY`, in output order. Default:
-        ``soart3``.
+        ``soart3``. A string is read as ``--metrics`` is (``"rt"``, ``"beta,vol"``).
     kernels : mapping of str to ndarray, optional
         Built-in and user kernels, merged by the caller. Default: the built-in bank.
 
@@ -253,11 +254,14 @@ def soartc_features(
         raise InputError(
             f"image must be a real (H, W) or (C, H, W) array, got {image.dtype} {image.shape}"
         )
-    if isinstance(transforms, str) or isinstance(metrics, str):
-        raise UsageError(
-            "transforms and metrics must be sequences of names; parse option strings with "
-            "parse_transforms / parse_metrics"
-        )
+    if isinstance(transforms, str):  # "soart", "bend1,rot90": as --transforms reads them
+        from soartc_cli.transforms import parse_transforms
+
+        transforms = parse_transforms(transforms, kernels=kernels)
+    if isinstance(metrics, str):  # "rt", "beta,vol": as --metrics reads them
+        from soartc_cli.rt import parse_metrics
+
+        metrics = parse_metrics(metrics)
     plan = _plan(patch, tuple(transforms), datum, tuple(metrics), kernels)
     metrics, parts, turns = plan.metrics, plan.parts, plan.turns
     if image.ndim == 2:

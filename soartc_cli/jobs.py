@@ -43,9 +43,16 @@ BYTES_PER_VALUE = 320
 
 def check_work(job, grid: tuple[int, int], *, error=None) -> None:
     """Refuse (``error``, default InputError) an image whose work would exceed MAX_WORK_BYTES."""
-    need = job.work_bytes(grid[0] * grid[1])
+    kind = error or InputError
+    patches = grid[0] * grid[1]
+    limit = getattr(job, "max_patches", None)
+    if limit is not None and patches > limit:
+        raise kind(
+            f"its {grid[0]}×{grid[1]} = {patches} patches are more than the {limit} attention "
+            "compares pair by pair in reasonable time (use --size or a larger --patch)"
+        )
+    need = job.work_bytes(patches)
     if need > MAX_WORK_BYTES:
-        kind = error or InputError
         raise kind(
             f"its {grid[0]}×{grid[1]} patches would need about {need / 2**30:.1f} GiB of working "
             f"memory, more than the {MAX_WORK_BYTES / 2**30:.0f} GiB an image may take (use "
@@ -145,10 +152,17 @@ class AttentionJob:
             pixels, patch=self.image.patch, weights=self.weights, norm=self.norm
         )
 
+    @property
+    def max_patches(self) -> int:
+        """Most patches an image may have: attention compares every pair of them."""
+        return attention.MAX_ATTENTION_PATCHES
+
     def work_bytes(self, patches: int) -> int:
-        """Peak working memory of one image: its N × N scores and probabilities in float64, and a
-        temporary of the same size."""
-        return 3 * 8 * patches * patches
+        """Peak working memory of one image: blocks of at most 2²¹ scores (scores, probabilities
+        and a temporary, float64), and the N × k patch rows with their Q, K, V."""
+        k, d = self.weights.shape
+        block = min(patches * patches, attention.ATTENTION_BLOCK)
+        return 8 * (3 * block + patches * (k + 3 * d))
 
     def settings(self) -> dict[str, object]:
         """Every setting, for the run record."""

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from soartc_cli.discover import MAPS_MARKER  # noqa: F401  (the marker of a maps directory)
 from soartc_cli.outputs import AtomicFile
 
 __all__ = [

@@ -251,12 +251,6 @@ def test_the_numeric_core_from_the_package(folder):
     assert rows.shape[0] == 16 and soartc.patch_names(4, 4)[5] == "r01c01"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=soartc.UsageError,
-    reason="features.soartc_features takes sequences of names only: presets such as 'soart' "
-    "need parse_transforms/parse_metrics in features.py (another engineer's file)",
-)
 def test_soartc_features_takes_presets(folder):
     pixels = soartc.load_image(folder / "cats" / "a.png", size=32, patch=8).pixels
     want = soartc.soartc_features(

@@ -390,8 +390,10 @@ def test_errors():
         soartc_features(image, transforms=("bend7",))
     with pytest.raises(UsageError, match="unknown metrics 'snr'"):
         soartc_features(image, metrics=("snr",))
-    with pytest.raises(UsageError, match="parse_transforms"):
-        soartc_features(image, transforms="soartc")
+    with pytest.raises(UsageError, match="unknown transforms 'bend7'"):
+        soartc_features(image, transforms="soart,bend7")  # strings read like --transforms
+    with pytest.raises(UsageError, match="unknown metrics 'snr'"):
+        soartc_features(image, metrics="rt,snr")
     with pytest.raises(UsageError, match="datum 'cross3' is not a kernel"):
         soartc_features(image, datum="cross3")
     with pytest.raises(UsageError, match="larger than the 4×4 patch"):

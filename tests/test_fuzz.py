@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from soartc_cli.cli import one_line
+from soartc_cli.cli import printable as one_line
 from tests import fuzzing
 
 PHOTO = Path(__file__).resolve().parent.parent / "sample_images" / "camera.png"
@@ -208,12 +208,6 @@ def test_variant_mutants_give_rows_or_skip_lines_the_same_for_one_and_two_worker
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="imageio: libtiff writes its own warnings to stderr for corrupt compressed TIFF "
-    "(ZIPDecode: incorrect data check; LZWDecode: Not enough data; TIFFFillStrip: Read error); "
-    "another engineer is silencing them in imageio.py",
-)
 def test_variant_mutants_write_nothing_but_soartc_lines_on_stderr(variant_dir, tmp_path):
     root, mutants = variant_dir
     _, foreign = _campaign(root, mutants, tmp_path / "out.csv", 1, COMMANDS["compute"])
