@@ -20,6 +20,7 @@ import numpy as np
 
 from soartc_cli.errors import UsageError
 from soartc_cli.layouts import Columns, ImageValues, Layout, csv_field, get_layout
+from soartc_cli.outputs import is_special
 
 __all__ = ["COMPRESSIONS", "FORMATS", "Format", "OutputSpec", "Sink", "choose_format"]
 
@@ -302,16 +303,6 @@ def format_of(path: str) -> tuple[Format, str | None]:
     )
 
 
-def _is_special(path: str) -> bool:
-    """True when ``path`` exists and is not a regular file (a device, a named pipe)."""
-    import stat
-
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path)
-    except (OSError, ValueError):
-        return False
-
-
 def _has_known_suffix(path: str) -> bool:
     try:
         format_of(path)
@@ -336,7 +327,7 @@ def choose_format(
     chosen = get_layout(layout, pool=pool)
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be between 1 and 17, not {precision}")
-    if output in (None, "-") or (_is_special(output) and not _has_known_suffix(output)):
+    if output in (None, "-") or (is_special(output) and not _has_known_suffix(output)):
         fmt, compression = FORMATS["csv"], None  # stdout, a device, a pipe: CSV as for "-"
     else:
         fmt, compression = format_of(output)

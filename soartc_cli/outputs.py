@@ -248,6 +248,16 @@ class Target:
                 self._raw.close()
 
 
+def is_special(path: str) -> bool:
+    """True when ``path`` exists (links followed) and is not a regular file or a directory: a
+    device, a named pipe, a socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def check_output_path(output: str) -> None:
     """UsageError when ``-o`` cannot be written: a directory, or a missing parent directory."""
     if output == "-":

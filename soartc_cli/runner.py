@@ -138,6 +138,9 @@ def check_outputs(
     if settings.record is not None:
         paths.append(("--record", settings.record))
     paths.extend(("--output", p) for p in extra)
+    if settings.record is not None and settings.output not in (None, "-"):
+        if os.path.realpath(settings.record) == os.path.realpath(settings.output):
+            raise UsageError(f"--record {settings.record} is the output file: name another file")
     inputs = {os.path.realpath(f.source) for f in files}
     identities: set[tuple[int, int]] | None = None  # (device, inode): hard links too
     for option, path in paths:
@@ -419,7 +422,7 @@ def run(
         )  # fmt: skip
     if settings.workers is not None and settings.workers < 1:
         raise UsageError(f"--workers must be at least 1, not {settings.workers}")
-    if settings.resume and (settings.output in (None, "-")):
+    if settings.resume and (settings.output in (None, "-") or outputs.is_special(settings.output)):
         raise UsageError("--resume needs -o FILE (a regular file to finish into)")
     if settings.output is not None:
         outputs.check_output_path(settings.output)
@@ -436,7 +439,7 @@ def run(
         check_work(job, grid, error=UsageError)
     workers = settings.workers or os.cpu_count() or 1
     files, unreadable, everything = resolve_files(settings, stdin=stdin, on_skip=on_outcome)
-    for line in check_outputs(files, settings, extra=protect):
+    for line in check_outputs(everything, settings, extra=protect):  # every shard's inputs
         note(line)
     if settings.maps is not None:
         _prepare_maps(settings.maps, files, note)
