@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import struct
 import zipfile
 import zlib
@@ -477,23 +476,9 @@ def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
     the member).
     """
     shown = os.fsdecode(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise UsageError(f"--weights: no such file {shown!r} (or use random, identity)") from None
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"--weights: cannot read {shown}: {reason}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise UsageError(f"--weights: cannot read {shown}: it is {kind}")
-        f = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    from soartc_cli.files import open_option_file
+
+    f, info = open_option_file(path, option="--weights", missing_hint=" (or use random, identity)")
     with f:
         budget = min(MAX_WEIGHTS_FILE_BYTES, 3 * k * MAX_WEIGHTS_DIM * 8 + _NPZ_OVERHEAD)
         if info.st_size > budget:

@@ -240,6 +240,20 @@ MaxPixels = Annotated[
 NoRecursive = Annotated[
     bool, typer.Option("--no-recursive", help="Only the top level of each directory.")
 ]
+Datum = Annotated[str, typer.Option(help="Kernel that makes the standard s.", metavar="NAME")]
+Kernels = Annotated[
+    str | None,
+    typer.Option(help='JSON file of extra kernels: {"name": [[...], ...]}.', metavar="FILE"),
+]
+Transforms = Annotated[
+    str,
+    typer.Option(
+        help="Transforms or presets: soartc, soart, all (see 'transforms').", metavar="NAMES"
+    ),
+]
+Metrics = Annotated[
+    str, typer.Option(help="Metrics or presets: soart3, soart2022, rt, all.", metavar="NAMES")
+]
 Output = Annotated[
     str | None,
     typer.Option(
@@ -442,22 +456,10 @@ def compute_command(
     patch: Patch = 16,
     channels: Channels = "luma",
     invert: Invert = False,
-    datum: Annotated[
-        str, typer.Option(help="Kernel that makes the standard s.", metavar="NAME")
-    ] = "datum",
-    kernels: Annotated[
-        str | None,
-        typer.Option(help='JSON file of extra kernels: {"name": [[...], ...]}.', metavar="FILE"),
-    ] = None,
-    transforms: Annotated[
-        str,
-        typer.Option(
-            help="Transforms or presets: soartc, soart, all (see 'transforms').", metavar="NAMES"
-        ),
-    ] = "soartc",
-    metrics: Annotated[
-        str, typer.Option(help="Metrics or presets: soart3, soart2022, rt, all.", metavar="NAMES")
-    ] = "soart3",
+    datum: Datum = "datum",
+    kernels: Kernels = None,
+    transforms: Transforms = "soartc",
+    metrics: Metrics = "soart3",
     output: Output = None,
     layout: Layout = "wide",
     pool: Pool = "mean,std,min,max",
@@ -677,19 +679,10 @@ def fit_command(
     patch: Patch = 16,
     channels: Channels = "luma",
     invert: Invert = False,
-    datum: Annotated[
-        str, typer.Option(help="Kernel that makes the standard s.", metavar="NAME")
-    ] = "datum",
-    kernels: Annotated[
-        str | None,
-        typer.Option(help='JSON file of extra kernels: {"name": [[...], ...]}.', metavar="FILE"),
-    ] = None,
-    transforms: Annotated[
-        str, typer.Option(help="Transforms or presets (see 'transforms').", metavar="NAMES")
-    ] = "soartc",
-    metrics: Annotated[
-        str, typer.Option(help="Metrics or presets: soart3, soart2022, rt, all.", metavar="NAMES")
-    ] = "soart3",
+    datum: Datum = "datum",
+    kernels: Kernels = None,
+    transforms: Transforms = "soartc",
+    metrics: Metrics = "soart3",
     unit_space: Annotated[
         str,
         typer.Option(

@@ -27,7 +27,6 @@ import ctypes
 import functools
 import importlib
 import os
-import stat
 import struct
 import threading
 import zlib
@@ -39,6 +38,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from soartc_cli.errors import InputError, UsageError
+from soartc_cli.files import NotRegularFile, open_regular
 
 __all__ = [
     "CHANNELS",
@@ -120,20 +120,6 @@ _SCALE_8BIT = np.float32(1 / 255)
 # size=0 converts the crop in row bands of about this many pixels (4 MiB of float32 each).
 _CHUNK_PIXELS = 1 << 20
 # What a file that is not a regular file is, for the reason given (st_mode → words).
-_FILE_KINDS = (
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
-)
-
 Source = str | os.PathLike[str] | IO[bytes]
 
 
@@ -403,33 +389,15 @@ def _is_path(source: object) -> bool:
     return isinstance(source, (str, bytes, os.PathLike))
 
 
-def _not_regular(mode: int) -> InputError:
-    if stat.S_ISDIR(mode):
-        return InputError("is a directory")
-    kind = next((words for test, words in _FILE_KINDS if test(mode)), "a special file")
-    return InputError(f"not a regular file ({kind})")
-
-
 def _open_regular(path: str | bytes | os.PathLike[str]) -> tuple[IO[bytes], int]:
-    """Open ``path`` for reading if it is a regular file (links followed): (file, size).
-
-    The type is checked before opening, so that no device is ever opened (opening one can have
-    side effects), and again on the open descriptor, so that a file replaced by a FIFO or a
-    device in between is refused too; O_NONBLOCK makes that open return at once even for a
-    FIFO with no writer.
-    """
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        raise _not_regular(mode)
-    fd = os.open(path, _OPEN_FLAGS)
+    """Open ``path`` if it is a regular file (:func:`soartc_cli.files.open_regular`):
+    ``(file, size)``; anything else is an InputError saying what it is."""
     try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise _not_regular(status.st_mode)
-        return os.fdopen(fd, "rb"), status.st_size  # O_NONBLOCK does nothing to regular files
-    except BaseException:
-        os.close(fd)
-        raise
+        file, status = open_regular(path)
+    except NotRegularFile as exc:
+        raise InputError("is a directory" if exc.kind == "a directory"
+                         else f"not a regular file ({exc.kind})") from None  # fmt: skip
+    return file, status.st_size
 
 
 def _is_empty(source: Source) -> bool:

@@ -19,7 +19,6 @@ import math
 import operator
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -382,23 +381,9 @@ def read_kernel_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     from waiting for a writer.
     """
     shown = os.fsdecode(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise UsageError(f"{_PREFIX}no such file {shown!r}") from None
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"{_PREFIX}cannot read {shown}: {reason}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise UsageError(f"{_PREFIX}cannot read {shown}: it is {kind}")
-        f = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    from soartc_cli.files import open_option_file
+
+    f, info = open_option_file(path, option=_PREFIX.rstrip(": "))
     with f:
         if info.st_size > MAX_KERNEL_FILE_BYTES:
             raise UsageError(

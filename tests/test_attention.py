@@ -267,7 +267,7 @@ def test_blocked_attention_equals_the_whole_matrix():
         blocked = attention._blocked_attention(x, weights=weights, norm=norm)
         for got, expected in zip(blocked, whole, strict=True):
             assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
-    assert attention._ATTENTION_BLOCK // 1500 < 1500  # more than one block was used
+    assert attention.ATTENTION_BLOCK // 1500 < 1500  # more than one block was used
 
 
 def test_image_attention_takes_the_blocked_path_for_many_patches():
