@@ -51,3 +51,48 @@ def test_every_option_is_in_the_readme(command):
     options = set(re.findall(r"(--[a-z][a-z-]+)", help_text)) - {"--help"}
     missing = sorted(o for o in options if o not in README)
     assert not missing, f"options of {command} missing from README: {missing}"
+
+
+def _snippet(marker):
+    return next(b for b in re.findall(r"```python\n(.*?)```", README, re.S) if marker in b)
+
+
+def _labelled_photos(root):
+    """Two labels of small photos: tiles of two different textures, a few dozen each."""
+    from PIL import Image
+
+    for label, source in (("brick", "brick.png"), ("grass", "grass.png")):
+        (root / label).mkdir(parents=True)
+        with Image.open(ROOT / "sample_images" / "textures" / source) as photo:
+            for i in range(12):
+                x, y = 40 * (i % 6), 60 * (i // 6)
+                photo.crop((x, y, x + 96, y + 96)).save(root / label / f"{i:02d}.png")
+
+
+def test_the_machine_learning_example_runs_on_the_pooled_parquet(tmp_path, monkeypatch):
+    _labelled_photos(tmp_path / "photos")
+    command = next(
+        line
+        for block in re.findall(r"```sh\n(.*?)```", README, re.S)
+        for line in block.splitlines()
+        if "--pool " in line and "pooled.parquet" in line
+    ).strip()
+    args = command.split()[1:]  # drop "soartc"
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*args, "--size", "96", "--workers", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(_snippet("cross_val_score"), "README.md", "exec"), {})
+    accuracy = float(out.getvalue().strip())
+    assert 0.9 <= accuracy <= 1.0  # two textures: the pooled features separate them
+
+
+def test_the_features_table_snippet_runs(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(_snippet("features_table"), "README.md", "exec"), {})
+    shape, failures = out.getvalue().splitlines()
+    assert shape.startswith("(3, 76) ['path', 'label', 'width', 'height', 'bend1.beta.mean'")
+    assert failures == "[]"
