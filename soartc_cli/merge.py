@@ -44,7 +44,7 @@ def _load_record(part: str) -> dict:
         import pyarrow.parquet as pq
 
         try:
-            meta = pq.read_schema(part).metadata or {}
+            meta = pq.read_metadata(part).metadata or {}  # the file's key-value metadata
         except Exception as exc:
             raise UsageError(f"merge: cannot read {part}: {exc}") from None
         if b"soartc" in meta:
