@@ -11,7 +11,7 @@ import pytest
 from soartc_cli import formats
 from soartc_cli.errors import UsageError
 from soartc_cli.outputs import check_output_path
-from tests.outhelp import LUMA, NAMES, RGB, encode, spec_of, text, values_of, write
+from tests.outhelp import LUMA, NAMES, RGB, char_device, encode, spec_of, text, values_of, write
 
 
 def test_output_format_choices():
@@ -52,7 +52,7 @@ def test_unknown_suffix_is_refused_listing_the_known_ones(tmp_path, name):
 
 
 def test_a_device_or_pipe_without_a_suffix_is_csv(tmp_path):
-    assert formats.choose_format(os.devnull).format.name == "csv"
+    assert formats.choose_format(char_device(tmp_path / "null", 3)).format.name == "csv"
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     assert formats.choose_format(str(fifo)).format.name == "csv"
