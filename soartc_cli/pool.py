@@ -86,8 +86,11 @@ class _Worker:
         self.ready = False
 
     def send(self, chunk: list[tuple[int, Any]]) -> None:
-        self.conn.send(chunk)
         self.busy.append(chunk)
+        try:
+            self.conn.send(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the worker is dead: its sentinel wakes the loop, and _collect handles it
 
     def stop(self, *, kill: bool = False) -> None:
         if kill:
