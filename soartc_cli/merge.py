@@ -80,12 +80,23 @@ def merge_records(
 def _check_parts(parts: Sequence[str], records: Sequence[dict], allow_missing: bool):
     """Order parts by shard; UsageError naming the problem. Returns (parts, records, missing)."""
     settings = records[0].get("settings")
-    layout = (records[0].get("output") or {}).get("layout")
+    first = records[0].get("output") or {}
     for part, record in zip(parts, records, strict=True):
         if record.get("settings") != settings:
             raise UsageError(f"merge: {part} was made with other settings than {parts[0]}")
-        if (record.get("output") or {}).get("layout") != layout:
+        output = record.get("output") or {}
+        if output.get("layout") != first.get("layout"):
             raise UsageError(f"merge: {part} has another layout than {parts[0]}")
+        # Other --pool statistics are other columns; another --precision, other numbers.
+        for key, option in (("pool", "--pool"), ("precision", "--precision")):
+            if key in output and key in first and output[key] != first[key]:
+                mine, theirs = (
+                    ",".join(map(str, v)) if isinstance(v, list) else v
+                    for v in (output[key], first[key])
+                )
+                raise UsageError(
+                    f"merge: {part} was made with {option} {mine}, {parts[0]} with {theirs}"
+                )
         if not isinstance(record.get("shard"), dict):
             raise UsageError(f"merge: {part} is not a shard (its record has no --shard I/N)")
     shards = [(int(r["shard"]["index"]), int(r["shard"]["count"])) for r in records]
@@ -248,10 +259,16 @@ def merge_outputs(
     try:
         same = {format_of(p)[0].name for p in parts} == {out_name} and out_name != "parquet"
         if same:
-            for i, part in enumerate(parts):
+            header = None
+            for part in parts:
                 with _open_text(part) as f:
-                    if out_name == "csv" and i > 0:
-                        f.readline()
+                    if out_name == "csv":
+                        line = f.readline()
+                        if header is not None and line != header:
+                            raise UsageError(f"merge: {part} has other columns than {parts[0]}")
+                        if header is None:
+                            header = line
+                            target.stream.write(line)
                     for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                         target.stream.write(chunk)
         else:
