@@ -232,14 +232,20 @@ def test_unknown_suffixes_and_impossible_layouts_exit_2(tmp_path, monkeypatch, a
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
-    """48 images: the 12 samples four times over."""
+    """96 images (the 12 samples eight times over) and a broken file among the first ones."""
     root = tmp_path_factory.mktemp("many")
-    for copy in range(4):
+    for copy in range(8):
         for name in IMAGES:
             target = root / f"c{copy}" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(SAMPLES / name, target)
+    (root / "c0" / "animals" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a JPEG")
     return root
+
+
+COUNTS = {"found": 97, "processed": 96, "failed": 1}
+#: Enough work per image that a run lasts a while after its first images (the kill lands mid-run).
+HEAVY = (*FAST, "--transforms", "all", "--metrics", "all")
 
 
 @pytest.fixture(scope="module")
@@ -247,8 +253,9 @@ def uninterrupted(many, tmp_path_factory):
     """One uninterrupted run over ``many`` without --resume: CSV and Parquet."""
     folder = tmp_path_factory.mktemp("whole")
     for name in ("whole.csv", "whole.parquet"):
-        result = invoke("compute", many, "-o", folder / name, *FAST, "--workers", 2, "--quiet")
-        assert result.exit_code == 0, result.stderr
+        result = invoke("compute", many, "-o", folder / name, *HEAVY, "--workers", 2, "--quiet")
+        assert result.exit_code == 1, result.stderr  # the broken file
+        assert "skipped c0/animals/broken.jpg" in result.stderr
     return folder / "whole.csv", folder / "whole.parquet"
 
 
@@ -276,14 +283,14 @@ def _killed_run(args, partial, *, frames=3):
                             start_new_session=True)  # fmt: skip
     pgid = proc.pid
     deadline = time.monotonic() + 60
-    kept = 0
+    size = 0
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if os.path.exists(partial) and os.path.getsize(partial) > 17:
-                kept = len(read_journal(partial)[0])
-                if kept >= frames:
-                    break
-            time.sleep(0.003)
+            now = os.path.getsize(partial) if os.path.exists(partial) else 0
+            if now != size and len(read_journal(partial)[0]) >= frames:
+                break
+            size = now
+            time.sleep(0.002)
         assert proc.poll() is None, "the run ended before it could be killed"
         os.killpg(pgid, signal.SIGKILL)
     finally:
@@ -300,35 +307,61 @@ def _killed_run(args, partial, *, frames=3):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_then_resume_gives_the_uninterrupted_csv(tmp_path, many, uninterrupted, workers):
     out = tmp_path / "out.csv"
-    args = ("compute", many, "-o", out, "--resume", "--workers", workers, *FAST, "--quiet")
+    args = ("compute", many, "-o", out, "--resume", "--workers", workers, *HEAVY, "--quiet")
     kept = _killed_run(args, f"{out}.partial")
-    assert 3 <= kept < 48
+    assert 3 <= kept < 97  # the broken file (second in the list) among them
     assert not out.exists()
     assert (tmp_path / "out.csv.partial.meta.json").exists()
     proc = soartc(*args)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert out.read_bytes() == uninterrupted[0].read_bytes()
     record = json.loads((tmp_path / "out.csv.meta.json").read_text())
-    assert record["counts"] == {"found": 48, "processed": 48, "failed": 0}
-    assert record["failures"] == []
+    assert record["counts"] == COUNTS  # each image once, the kept ones included
+    assert [f["path"] for f in record["failures"]] == ["c0/animals/broken.jpg"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.csv.meta.json"]
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_parquet(tmp_path, many, uninterrupted):
     out = tmp_path / "out.parquet"
-    args = ("compute", many, "-o", out, "--resume", "--workers", 2, *FAST, "--quiet")
-    assert 3 <= _killed_run(args, f"{out}.partial") < 48
+    args = ("compute", many, "-o", out, "--resume", "--workers", 2, *HEAVY, "--quiet")
+    assert 3 <= _killed_run(args, f"{out}.partial") < 97
     proc = soartc(*args)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert pq.read_table(out).equals(pq.read_table(uninterrupted[1]))
     record = json.loads(pq.read_metadata(out).metadata[b"soartc"])
-    assert record["counts"] == {"found": 48, "processed": 48, "failed": 0}
+    assert record["counts"] == COUNTS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet", "out.parquet.meta.json"]
+
+
+def test_sigterm_with_resume_keeps_the_progress_and_resume_finishes_it(tmp_path, many,
+                                                                        uninterrupted):  # fmt: skip
+    out = tmp_path / "out.csv"
+    args = ("compute", many, "-o", out, "--resume", "--workers", 2, *HEAVY)
+    cmd = [sys.executable, "-m", "soartc_cli", *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "out.csv.partial"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and len(read_journal(str(partial))[0]) >= 3:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.endswith(
+        f"images; progress kept in {partial}: run the same command with --resume to go on\n"
+    )
+    assert partial.exists() and not out.exists()
+    proc = soartc(*args, "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    assert out.read_bytes() == uninterrupted[0].read_bytes()
+    assert not partial.exists()
 
 
 def test_resume_refuses_other_settings_or_another_file_list(tmp_path, many):
     out = tmp_path / "out.csv"
-    args = ("compute", many, "-o", out, "--resume", "--workers", 1, *FAST, "--quiet")
+    args = ("compute", many, "-o", out, "--resume", "--workers", 1, *HEAVY, "--quiet")
     _killed_run(args, f"{out}.partial")
     partial = (tmp_path / "out.csv.partial").read_bytes()
     result = invoke(*args, "--metrics", "rt")
@@ -339,15 +372,16 @@ def test_resume_refuses_other_settings_or_another_file_list(tmp_path, many):
     assert "'precision'" in result.stderr
     first = many / "c0" / IMAGES[0]
     moved = tmp_path / "moved.jpg"
-    shutil.move(first, moved)  # the first image, already done, is gone from the list
+    shutil.move(first, moved)  # the second file, already done, is gone from the list
     try:
         result = invoke(*args)
     finally:
         shutil.move(moved, first)
     assert result.exit_code == 2
-    assert "--resume: the file list differs from the interrupted run's at position 0" in (
-        result.stderr
-    )
+    assert (
+        "--resume: the file list differs from the interrupted run's at position 1 "
+        "('c0/animals/chelsea.jpg' before, 'c0/astronaut.jpg' now)"
+    ) in result.stderr
     assert (tmp_path / "out.csv.partial").read_bytes() == partial  # kept as it was
     assert not out.exists()
 
