@@ -1,4 +1,4 @@
-"""Terminal rendering: the seed demo (numbers, JSON, CSV), summary tables, the transforms listing."""
+"""Terminal rendering: the seed demo (numbers, JSON, CSV), summary tables, transforms listing."""
 
 import csv
 import io
@@ -47,7 +47,7 @@ def test_demo_tables_and_header():
     assert "row" in tables.demo_header(result)
     rendered = _render(tables.demo_tables(result))
     assert "probs (4×4)" in rendered and "W_Q (4×3)" in rendered
-    assert [t.title for t in tables.demo_tables(result)][0] == "X (4×4)"
+    assert tables.demo_tables(result)[0].title == "X (4×4)"
     assert tables.format_demo_number(result.attention[0, 0]) in rendered
 
 
