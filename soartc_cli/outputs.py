@@ -193,14 +193,13 @@ def side_file(path: str | os.PathLike[str]) -> AtomicFile | _InOrder:
     """A text file written where ``path`` points, like ``-o``: a regular file atomically, a
     symbolic link's target (the link kept), a device or named pipe in order (never replaced)."""
     path = os.fspath(path)
-    real = os.path.realpath(path) if os.path.islink(path) else path
     try:
-        mode = os.stat(real).st_mode
+        mode = os.stat(path).st_mode  # through the links, /proc's too (see open_target)
     except (OSError, ValueError):
         mode = None
     if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        return _InOrder(real)
-    return AtomicFile(real)
+        return _InOrder(path)
+    return AtomicFile(os.path.realpath(path) if os.path.islink(path) else path)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -321,19 +320,21 @@ def open_target(output: str, *, compression: str | None = None, stdout=None) -> 
             raise UsageError("--output -: standard output is closed")
         return Target("<stdout>", "stdout", stream, None, compression)
     check_output_path(output)
-    real = os.path.realpath(output) if os.path.islink(output) else output
     try:
-        mode = os.stat(real).st_mode
+        # Through the links, /proc's too: /dev/stdout on a pipe is that pipe, while its
+        # realpath ("/proc/PID/fd/pipe:[N]") names nothing.
+        mode = os.stat(output).st_mode
     except FileNotFoundError:
         mode = None
     except OSError as exc:
         raise UsageError(f"--output: cannot write {output}: {exc.strerror}") from None
+    real = os.path.realpath(output) if os.path.islink(output) else output
     try:
         if mode is not None and not stat.S_ISREG(mode):
             if stat.S_ISDIR(mode):
                 raise UsageError(f"--output: {output} is a directory")
             # A device or a named pipe: written in order, never replaced.
-            raw = open(real, "wb", buffering=1 << 16)
+            raw = open(output, "wb", buffering=1 << 16)
             return Target(output, "stream", raw, None, compression)
         atomic = AtomicFile(real, binary=True)
     except OSError as exc:
