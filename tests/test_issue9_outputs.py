@@ -104,6 +104,15 @@ def test_a_symlink_stays_a_link_and_its_target_gets_the_rows(tmp_path, reference
     assert record["counts"] == {"found": 12, "processed": 12, "failed": 0}
 
 
+def test_dev_stdout_on_a_pipe_is_that_pipe(reference):
+    # /dev/stdout is a link into /proc whose realpath ("pipe:[N]") names no file.
+    proc = soartc("compute", SAMPLES, "-o", "/dev/stdout", "--record", "/dev/stderr", *FAST,
+                  "--workers", 1, "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == reference.read_bytes()
+    assert json.loads(proc.stderr)["counts"] == {"found": 12, "processed": 12, "failed": 0}
+
+
 def test_a_closed_stdout_pipe_exits_141_quietly(tmp_path):
     err = tmp_path / "err"
     # 256-pixel images make ~0.5 MB of CSV: far more than a pipe holds once head has gone.
