@@ -276,6 +276,8 @@ def merge_outputs(
             opened = []
             for part in parts:
                 part_header, rows = _rows(part)
+                if not part_header:  # an empty JSON Lines part (a shard without rows): no names
+                    continue
                 if header is None:
                     header = part_header
                 elif part_header != header:
