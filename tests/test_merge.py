@@ -107,3 +107,18 @@ def test_merge_of_long_parts_into_json_lines_is_refused(tmp_path):
     a = _part(tmp_path, "a.csv", "x,1\n", index=0, count=1, output={"layout": "long"})
     with pytest.raises(UsageError, match="cannot be joined into JSON Lines"):
         merge_outputs([a], str(tmp_path / "all.jsonl"), command=[])
+
+
+def test_merge_of_json_lines_parts_with_an_empty_shard(tmp_path):
+    # A shard whose slice held no usable image leaves an empty JSON Lines file: no names in it.
+    jsonl = {"format": "jsonl"}
+    empty = _part(tmp_path, "a.jsonl", "", header="", index=0, count=3, output=jsonl)
+    lines = '{"path": "x.png", "v": 1.5}\n{"path": "y.png", "v": null}\n'
+    full = _part(tmp_path, "b.jsonl", lines, header="", index=1, count=3, output=jsonl)
+    last = _part(tmp_path, "c.jsonl", '{"path": "z.png", "v": 3}\n', header="", index=2,
+                 count=3, output=jsonl)  # fmt: skip
+    out = tmp_path / "all.csv"
+    merge_outputs([empty, full, last], str(out), command=[])
+    assert out.read_text() == "path,v\nx.png,1.5\ny.png,nan\nz.png,3\n"
+    merge_outputs([last, full, empty], str(tmp_path / "all.jsonl"), command=[])
+    assert (tmp_path / "all.jsonl").read_text() == lines + '{"path": "z.png", "v": 3}\n'
