@@ -202,10 +202,12 @@ def _write_rows(fmt_name: str, stream: IO[bytes], header: list[str], rows, preci
             return "%.*g" % (precision, value)
 
         stream.write((",".join(csv_field(n) for n in header) + "\n").encode())
+        stream.flush()  # where a run flushes (after its header): the same gzip bytes
         for row in rows:
             line = ",".join(cell(n, v) for n, v in zip(header, row, strict=True)) + "\n"
             stream.write(line.encode())
         return None
+    stream.flush()  # where a run flushes (before its first row): the same gzip bytes
     for row in rows:
         obj = {
             n: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -269,6 +271,10 @@ def merge_outputs(
                         if header is None:
                             header = line
                             target.stream.write(line)
+                    if part == parts[0]:
+                        # A run flushes its stream after the header (before any worker starts):
+                        # flushing here too gives a joined .gz the single run's very bytes.
+                        target.stream.flush()
                     for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                         target.stream.write(chunk)
         else:
@@ -290,6 +296,7 @@ def merge_outputs(
             if writer is not None:
                 writer.add_key_value_metadata({"soartc": record_json(merged)})
                 writer.close()
+        target.stream.flush()  # as a run's sink does when it closes: the same gzip bytes
         record_file = target.record
         target.commit(record_json(merged) if record_file else None, record_file)
     except BaseException:
