@@ -430,6 +430,23 @@ def test_merge_in_any_order_is_byte_identical_to_the_single_run(shards, tmp_path
     assert "shard" not in record
 
 
+@pytest.mark.parametrize("suffix", [".csv.gz", ".jsonl.gz"])
+def test_merge_into_gzip_gives_the_single_run_gzip_bytes(shards, tmp_path, suffix):
+    parts = _parts(shards, (2, 0, 1))
+    if suffix == ".jsonl.gz":
+        parts = [tmp_path / f"part{i}.jsonl.gz" for i in range(3)]
+        for i, part in enumerate(parts):
+            result = invoke("compute", SAMPLES, "-o", part, "--shard", f"{i}/3", *FAST,
+                            "--workers", 1, "--quiet")  # fmt: skip
+            assert result.exit_code == 0, result.stderr
+    whole, merged = tmp_path / f"whole{suffix}", tmp_path / f"merged{suffix}"
+    result = invoke("compute", SAMPLES, "-o", whole, *FAST, "--workers", 2, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    result = invoke("merge", *parts, "-o", merged)
+    assert result.exit_code == 0, result.stderr
+    assert merged.read_bytes() == whole.read_bytes()
+
+
 def test_merge_to_stdout(shards):
     result = invoke("merge", *_parts(shards, (1, 2, 0)), "-o", "-")
     assert result.exit_code == 0, result.stderr
