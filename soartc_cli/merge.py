@@ -117,6 +117,28 @@ def _check_parts(parts: Sequence[str], records: Sequence[dict], allow_missing: b
     return [parts[i] for i in order], [records[i] for i in order], [f"{i}/{count}" for i in missing]
 
 
+def _check_not_a_part(output: str, parts: Sequence[str]) -> None:
+    """UsageError when the joined file or its record would replace a part or a part's record
+    (the same path, through links, or the same file by a hard link)."""
+
+    def identity(path: str):
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    for mine in (output, outputs.record_path(output)):
+        for part in parts:
+            for theirs in (part, outputs.record_path(part)):
+                same = os.path.realpath(mine) == os.path.realpath(theirs)
+                if same or (identity(mine) is not None and identity(mine) == identity(theirs)):
+                    raise UsageError(
+                        f"merge: -o {output} would replace {theirs}, one of the parts; "
+                        "write the joined file elsewhere"
+                    )
+
+
 def _open_text(part: str) -> IO[bytes]:
     _, compression = format_of(part)
     return gzip.open(part, "rb") if compression == "gzip" else open(part, "rb")
@@ -243,6 +265,8 @@ def merge_outputs(
         format_of(part)
     out_fmt, _ = format_of(output) if output != "-" else (None, None)
     out_name = out_fmt.name if out_fmt is not None else "csv"
+    if output != "-":
+        _check_not_a_part(output, parts)
     records = [_load_record(p) for p in parts]
     parts, records, missing = _check_parts(list(parts), records, allow_missing)
     layout = (records[0].get("output") or {}).get("layout")
