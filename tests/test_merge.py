@@ -122,3 +122,17 @@ def test_merge_of_json_lines_parts_with_an_empty_shard(tmp_path):
     assert out.read_text() == "path,v\nx.png,1.5\ny.png,nan\nz.png,3\n"
     merge_outputs([last, full, empty], str(tmp_path / "all.jsonl"), command=[])
     assert (tmp_path / "all.jsonl").read_text() == lines + '{"path": "z.png", "v": 3}\n'
+
+
+def test_merge_never_replaces_a_part(tmp_path):
+    a = _part(tmp_path, "a.csv", "x,1\n", index=0)
+    b = _part(tmp_path, "b.csv", "y,2\n", index=1)
+    link = tmp_path / "link.csv"
+    link.symlink_to("b.csv")
+    hard = tmp_path / "hard.csv"
+    hard.hardlink_to(a)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for out in (a, str(link), str(hard)):
+        with pytest.raises(UsageError, match=r"would replace .*, one of the parts"):
+            merge_outputs([a, b], out, command=[])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
