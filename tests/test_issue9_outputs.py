@@ -447,6 +447,19 @@ def test_merge_into_gzip_gives_the_single_run_gzip_bytes(shards, tmp_path, suffi
     assert merged.read_bytes() == whole.read_bytes()
 
 
+def test_merge_parquet_parts_by_the_record_in_their_metadata(shards, tmp_path):
+    parts = [tmp_path / f"part{i}.parquet" for i in range(3)]
+    for i, part in enumerate(parts):
+        result = invoke("compute", SAMPLES, "-o", part, "--shard", f"{i}/3", *FAST, "--workers",
+                        1, "--quiet")  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        os.unlink(f"{part}.meta.json")  # the record inside the Parquet file is enough
+    out = tmp_path / "merged.csv"
+    result = invoke("merge", parts[1], parts[2], parts[0], "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes() == (shards / "whole.csv").read_bytes()
+
+
 def test_merge_to_stdout(shards):
     result = invoke("merge", *_parts(shards, (1, 2, 0)), "-o", "-")
     assert result.exit_code == 0, result.stderr
