@@ -113,11 +113,12 @@ def test_dev_stdout_on_a_pipe_is_that_pipe(reference):
     assert json.loads(proc.stderr)["counts"] == {"found": 12, "processed": 12, "failed": 0}
 
 
-def test_a_closed_stdout_pipe_exits_141_quietly(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_closed_stdout_pipe_exits_141_quietly(tmp_path, workers):
     err = tmp_path / "err"
     # 256-pixel images make ~0.5 MB of CSV: far more than a pipe holds once head has gone.
     script = (
-        f"{sys.executable} -m soartc_cli compute {SAMPLES} -o - --size 256 --workers 1 "
+        f"{sys.executable} -m soartc_cli compute {SAMPLES} -o - --size 256 --workers {workers} "
         f"2>{err} | head -c 10 >{tmp_path / 'head'}; exit ${{PIPESTATUS[0]}}"
     )
     proc = subprocess.run(["bash", "-c", script], timeout=120, check=False)
