@@ -136,12 +136,18 @@ class Journal:
         self.synced = time.monotonic()
 
     def add(self, outcome: Outcome) -> None:
-        self.file.write(encode_outcome(outcome))
-        self.file.flush()
-        now = time.monotonic()
-        if now - self.synced > SYNC_INTERVAL:
-            os.fsync(self.file.fileno())
-            self.synced = now
+        """Append one outcome; a full disk is a :class:`~soartc_cli.outputs.WriteError`."""
+        try:
+            self.file.write(encode_outcome(outcome))
+            self.file.flush()
+            now = time.monotonic()
+            if now - self.synced > SYNC_INTERVAL:
+                os.fsync(self.file.fileno())
+                self.synced = now
+        except OSError as exc:
+            from soartc_cli.outputs import write_error
+
+            raise write_error(exc, self.path) from None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
