@@ -1,5 +1,7 @@
 """The --resume journal: frames that survive a kill, a torn tail dropped; the run record's JSON."""
 
+import errno
+import io
 import json
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from soartc_cli import journal
 from soartc_cli.errors import UsageError
 from soartc_cli.jobs import Failure, ImageResult
+from soartc_cli.outputs import WriteError
 from soartc_cli.record import record_json, run_record
 
 
@@ -111,3 +114,16 @@ def test_run_record_counts_add_up_and_kernels_read_as_matrices():
     assert json.loads(text) == record
     assert text.endswith("}\n")
     assert "é" in record_json({"path": "é"})  # non-ASCII kept
+
+
+def test_a_full_disk_under_the_journal_is_a_write_error(tmp_path):
+    path = str(tmp_path / "out.csv.partial")
+    j = journal.Journal(path)
+
+    class Full(io.RawIOBase):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    j.file = Full()
+    with pytest.raises(WriteError, match=f"^no space left on device writing {path}$"):
+        j.add(OUTCOMES[0])
