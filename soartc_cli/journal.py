@@ -125,14 +125,19 @@ class Journal:
 
     def __init__(self, path: str, *, keep: int | None = None) -> None:
         self.path = path
-        if keep is None:
-            self.file: IO[bytes] = open(path, "wb")
-            self.file.write(_MAGIC)
-        else:
-            self.file = open(path, "r+b")
-            self.file.truncate(keep)
-            self.file.seek(keep)
-        self.file.flush()
+        try:
+            if keep is None:
+                self.file: IO[bytes] = open(path, "wb")
+                self.file.write(_MAGIC)
+            else:
+                self.file = open(path, "r+b")
+                self.file.truncate(keep)
+                self.file.seek(keep)
+            self.file.flush()
+        except OSError as exc:
+            from soartc_cli.outputs import write_error
+
+            raise write_error(exc, path) from None
         self.synced = time.monotonic()
 
     def add(self, outcome: Outcome) -> None:
