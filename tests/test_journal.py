@@ -12,6 +12,7 @@ from soartc_cli.errors import UsageError
 from soartc_cli.jobs import Failure, ImageResult
 from soartc_cli.outputs import WriteError
 from soartc_cli.record import record_json, run_record
+from tests.outhelp import char_device
 
 
 def _result(index, payload, extra=None):
@@ -127,3 +128,9 @@ def test_a_full_disk_under_the_journal_is_a_write_error(tmp_path):
     j.file = Full()
     with pytest.raises(WriteError, match=f"^no space left on device writing {path}$"):
         j.add(OUTCOMES[0])
+
+
+def test_a_journal_that_cannot_be_made_is_a_write_error(tmp_path):
+    full = char_device(tmp_path / "full", 7)  # like /dev/full
+    with pytest.raises(WriteError, match=f"^no space left on device writing {full}$"):
+        journal.Journal(full)
