@@ -279,6 +279,10 @@ def merge_outputs(
     merged["output"].update(format=out_name)
     if out_name != "parquet":
         merged["output"]["precision"] = precision
+    # The joined file's own compression, not the first part's.
+    merged["output"].pop("compression", None)
+    if output != "-" and format_of(output)[1] is not None:
+        merged["output"]["compression"] = format_of(output)[1]
     target = outputs.open_target(
         output, compression=format_of(output)[1] if output != "-" else None, stdout=stdout
     )
