@@ -136,3 +136,15 @@ def test_merge_never_replaces_a_part(tmp_path):
         with pytest.raises(UsageError, match=r"would replace .*, one of the parts"):
             merge_outputs([a, b], out, command=[])
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_joined_record_names_the_joined_file_s_compression(tmp_path):
+    gz = {"compression": "gzip"}
+    a = _part(tmp_path, "a.csv.gz", "x,1\n", index=0, output=gz)
+    b = _part(tmp_path, "b.csv.gz", "y,2\n", index=1, output=gz)
+    merged = merge_outputs([a, b], str(tmp_path / "all.csv"), command=[])
+    assert "compression" not in merged["output"]
+    merged = merge_outputs([a, b], str(tmp_path / "all.jsonl.gz"), command=[])
+    assert merged["output"]["compression"] == "gzip"
+    assert merged["output"]["format"] == "jsonl"
+    assert json.loads((tmp_path / "all.jsonl.gz.meta.json").read_text()) == merged
