@@ -56,6 +56,14 @@ def test_a_device_or_pipe_without_a_suffix_is_csv(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     assert formats.choose_format(str(fifo)).format.name == "csv"
+    named = tmp_path / "rows.json"  # an unknown suffix stays refused, whatever the file is
+    os.mkfifo(named)
+    with pytest.raises(UsageError, match="cannot tell the format"):
+        formats.choose_format(str(named))
+    gz = tmp_path / "rows.gz"
+    os.mkfifo(gz)
+    chosen = formats.choose_format(str(gz))
+    assert (chosen.format.name, chosen.compression) == ("csv", "gzip")
 
 
 def test_describe_is_the_output_part_of_the_record():
