@@ -212,7 +212,7 @@ def test_pooled_statistics_equal_numpy_over_the_long_values(tmp_path):
             assert len(values) == 16
             for name in STATS:
                 got = pooled_rows.loc[path, f"{channel}.{transform}.{metric}.{name}"]
-                assert got == pytest.approx(numpy[name](values), rel=1e-15, abs=0), (path, name)
+                assert got == numpy[name](values), (path, name)
                 checked += 1
     assert checked == 12 * 3 * 6 * 3 * len(STATS)
 

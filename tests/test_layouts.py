@@ -188,7 +188,7 @@ def test_pool_values_equal_numpy_on_every_statistic():
     assert got.shape == (2, 3, 4, len(STATS))
     for idx in np.ndindex(values.shape[:-1]):
         want = [_numpy_stat(s, values[idx]) for s in STATS]
-        np.testing.assert_allclose(got[idx], want, rtol=1e-15, atol=0)
+        np.testing.assert_array_equal(got[idx], want)
 
 
 def test_pool_values_leave_non_finite_values_out():
@@ -199,6 +199,8 @@ def test_pool_values_leave_non_finite_values_out():
     finite = values[0, 0, 0][np.isfinite(values[0, 0, 0])]
     assert finite.size == 7
     want = [_numpy_stat(s, finite) for s in STATS]
+    # nanmean and nanstd sum with zeros in the NaN places: the pairwise order may differ from a
+    # sum over the finite values alone by an ulp.
     np.testing.assert_allclose(got[0, 0, 0], want, rtol=1e-15, atol=0)
     assert np.isnan(got[0, 1, 0]).all()
 
@@ -209,8 +211,8 @@ def test_pooled_row_holds_the_statistics_in_header_order():
     out = text("pooled", RGB, values, precision=17, pool=pool)
     header, row = list(csv.reader(io.StringIO(out)))
     got = dict(zip(header[4:], map(float, row[4:]), strict=True))
-    assert got["G.bend1.vol.p95"] == pytest.approx(np.percentile(values[1, 0, 1], 95), rel=1e-15)
-    assert got["B.bend1.beta.mean"] == pytest.approx(values[2, 0, 0].mean(), rel=1e-15)
+    assert got["G.bend1.vol.p95"] == np.percentile(values[1, 0, 1], 95)
+    assert got["B.bend1.beta.mean"] == values[2, 0, 0].mean()
     assert len(got) == 3 * 2 * 2
 
 
