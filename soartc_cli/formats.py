@@ -294,7 +294,9 @@ def format_of(path: str) -> tuple[Format, str | None]:
                 break
             return fmt, compression
     else:
-        if _is_stream(path):  # /dev/null, a named pipe: CSV, as on standard output
+        # /dev/null, /dev/stdout, a named pipe without a suffix: CSV, as on standard output (an
+        # unknown suffix is refused whatever the file is: never a silent CSV for "out.json").
+        if not os.path.splitext(name)[1] and _is_stream(path):
             return FORMATS["csv"], compression
     raise UsageError(
         f"--output: cannot tell the format of {path!r} by its suffix; known: "

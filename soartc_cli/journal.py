@@ -125,23 +125,34 @@ class Journal:
 
     def __init__(self, path: str, *, keep: int | None = None) -> None:
         self.path = path
-        if keep is None:
-            self.file: IO[bytes] = open(path, "wb")
-            self.file.write(_MAGIC)
-        else:
-            self.file = open(path, "r+b")
-            self.file.truncate(keep)
-            self.file.seek(keep)
-        self.file.flush()
+        try:
+            if keep is None:
+                self.file: IO[bytes] = open(path, "wb")
+                self.file.write(_MAGIC)
+            else:
+                self.file = open(path, "r+b")
+                self.file.truncate(keep)
+                self.file.seek(keep)
+            self.file.flush()
+        except OSError as exc:
+            from soartc_cli.outputs import write_error
+
+            raise write_error(exc, path) from None
         self.synced = time.monotonic()
 
     def add(self, outcome: Outcome) -> None:
-        self.file.write(encode_outcome(outcome))
-        self.file.flush()
-        now = time.monotonic()
-        if now - self.synced > SYNC_INTERVAL:
-            os.fsync(self.file.fileno())
-            self.synced = now
+        """Append one outcome; a full disk is a :class:`~soartc_cli.outputs.WriteError`."""
+        try:
+            self.file.write(encode_outcome(outcome))
+            self.file.flush()
+            now = time.monotonic()
+            if now - self.synced > SYNC_INTERVAL:
+                os.fsync(self.file.fileno())
+                self.synced = now
+        except OSError as exc:
+            from soartc_cli.outputs import write_error
+
+            raise write_error(exc, self.path) from None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -44,7 +44,7 @@ def _load_record(part: str) -> dict:
         import pyarrow.parquet as pq
 
         try:
-            meta = pq.read_schema(part).metadata or {}
+            meta = pq.read_metadata(part).metadata or {}  # the file's key-value metadata
         except Exception as exc:
             raise UsageError(f"merge: cannot read {part}: {exc}") from None
         if b"soartc" in meta:
@@ -80,12 +80,23 @@ def merge_records(
 def _check_parts(parts: Sequence[str], records: Sequence[dict], allow_missing: bool):
     """Order parts by shard; UsageError naming the problem. Returns (parts, records, missing)."""
     settings = records[0].get("settings")
-    layout = (records[0].get("output") or {}).get("layout")
+    first = records[0].get("output") or {}
     for part, record in zip(parts, records, strict=True):
         if record.get("settings") != settings:
             raise UsageError(f"merge: {part} was made with other settings than {parts[0]}")
-        if (record.get("output") or {}).get("layout") != layout:
+        output = record.get("output") or {}
+        if output.get("layout") != first.get("layout"):
             raise UsageError(f"merge: {part} has another layout than {parts[0]}")
+        # Other --pool statistics are other columns; another --precision, other numbers.
+        for key, option in (("pool", "--pool"), ("precision", "--precision")):
+            if key in output and key in first and output[key] != first[key]:
+                mine, theirs = (
+                    ",".join(map(str, v)) if isinstance(v, list) else v
+                    for v in (output[key], first[key])
+                )
+                raise UsageError(
+                    f"merge: {part} was made with {option} {mine}, {parts[0]} with {theirs}"
+                )
         if not isinstance(record.get("shard"), dict):
             raise UsageError(f"merge: {part} is not a shard (its record has no --shard I/N)")
     shards = [(int(r["shard"]["index"]), int(r["shard"]["count"])) for r in records]
@@ -104,6 +115,28 @@ def _check_parts(parts: Sequence[str], records: Sequence[dict], allow_missing: b
         raise UsageError(f"merge: shard {listed} missing (--allow-missing joins what is there)")
     order = sorted(range(len(parts)), key=lambda i: shards[i][0])
     return [parts[i] for i in order], [records[i] for i in order], [f"{i}/{count}" for i in missing]
+
+
+def _check_not_a_part(output: str, parts: Sequence[str]) -> None:
+    """UsageError when the joined file or its record would replace a part or a part's record
+    (the same path, through links, or the same file by a hard link)."""
+
+    def identity(path: str):
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    for mine in (output, outputs.record_path(output)):
+        for part in parts:
+            for theirs in (part, outputs.record_path(part)):
+                same = os.path.realpath(mine) == os.path.realpath(theirs)
+                if same or (identity(mine) is not None and identity(mine) == identity(theirs)):
+                    raise UsageError(
+                        f"merge: -o {output} would replace {theirs}, one of the parts; "
+                        "write the joined file elsewhere"
+                    )
 
 
 def _open_text(part: str) -> IO[bytes]:
@@ -191,10 +224,12 @@ def _write_rows(fmt_name: str, stream: IO[bytes], header: list[str], rows, preci
             return "%.*g" % (precision, value)
 
         stream.write((",".join(csv_field(n) for n in header) + "\n").encode())
+        stream.flush()  # where a run flushes (after its header): the same gzip bytes
         for row in rows:
             line = ",".join(cell(n, v) for n, v in zip(header, row, strict=True)) + "\n"
             stream.write(line.encode())
         return None
+    stream.flush()  # where a run flushes (before its first row): the same gzip bytes
     for row in rows:
         obj = {
             n: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -230,6 +265,8 @@ def merge_outputs(
         format_of(part)
     out_fmt, _ = format_of(output) if output != "-" else (None, None)
     out_name = out_fmt.name if out_fmt is not None else "csv"
+    if output != "-":
+        _check_not_a_part(output, parts)
     records = [_load_record(p) for p in parts]
     parts, records, missing = _check_parts(list(parts), records, allow_missing)
     layout = (records[0].get("output") or {}).get("layout")
@@ -242,16 +279,30 @@ def merge_outputs(
     merged["output"].update(format=out_name)
     if out_name != "parquet":
         merged["output"]["precision"] = precision
+    # The joined file's own compression, not the first part's.
+    merged["output"].pop("compression", None)
+    if output != "-" and format_of(output)[1] is not None:
+        merged["output"]["compression"] = format_of(output)[1]
     target = outputs.open_target(
         output, compression=format_of(output)[1] if output != "-" else None, stdout=stdout
     )
     try:
         same = {format_of(p)[0].name for p in parts} == {out_name} and out_name != "parquet"
         if same:
-            for i, part in enumerate(parts):
+            header = None
+            for part in parts:
                 with _open_text(part) as f:
-                    if out_name == "csv" and i > 0:
-                        f.readline()
+                    if out_name == "csv":
+                        line = f.readline()
+                        if header is not None and line != header:
+                            raise UsageError(f"merge: {part} has other columns than {parts[0]}")
+                        if header is None:
+                            header = line
+                            target.stream.write(line)
+                    if part == parts[0]:
+                        # A run flushes its stream after the header (before any worker starts):
+                        # flushing here too gives a joined .gz the single run's very bytes.
+                        target.stream.flush()
                     for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                         target.stream.write(chunk)
         else:
@@ -259,6 +310,8 @@ def merge_outputs(
             opened = []
             for part in parts:
                 part_header, rows = _rows(part)
+                if not part_header:  # an empty JSON Lines part (a shard without rows): no names
+                    continue
                 if header is None:
                     header = part_header
                 elif part_header != header:
@@ -271,6 +324,7 @@ def merge_outputs(
             if writer is not None:
                 writer.add_key_value_metadata({"soartc": record_json(merged)})
                 writer.close()
+        target.stream.flush()  # as a run's sink does when it closes: the same gzip bytes
         record_file = target.record
         target.commit(record_json(merged) if record_file else None, record_file)
     except BaseException:

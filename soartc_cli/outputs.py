@@ -152,10 +152,60 @@ class AtomicFile:
             self.discard()
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through an :class:`AtomicFile`."""
+class _InOrder:
+    """A side file (a run record) on a device or named pipe: written in order when the output
+    is committed, never replaced; the :class:`AtomicFile` methods a commit uses."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.parts: list[str] = []
+        self.done = False
+
+    def write(self, data: str) -> None:
+        self.parts.append(data)
+
+    def close(self) -> None:
+        pass
+
+    def rename(self) -> None:
+        try:
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write("".join(self.parts))
+        except OSError as exc:
+            raise write_error(exc, self.path) from None
+        self.done = True
+
+    def commit(self) -> None:
+        self.rename()
+
+    def discard(self) -> None:
+        self.done = True
+
+    def __enter__(self) -> _InOrder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and not self.done:
+            self.commit()
+
+
+def side_file(path: str | os.PathLike[str]) -> AtomicFile | _InOrder:
+    """A text file written where ``path`` points, like ``-o``: a regular file atomically, a
+    symbolic link's target (the link kept), a device or named pipe in order (never replaced)."""
+    path = os.fspath(path)
     try:
-        with AtomicFile(path) as f:
+        mode = os.stat(path).st_mode  # through the links, /proc's too (see open_target)
+    except (OSError, ValueError):
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return _InOrder(path)
+    return AtomicFile(os.path.realpath(path) if os.path.islink(path) else path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` where it points (:func:`side_file`): atomically for a file."""
+    try:
+        with side_file(path) as f:
             f.write(text)
     except OSError as exc:
         raise write_error(exc, os.fspath(path)) from None
@@ -223,7 +273,7 @@ class Target:
                 self.atomic.close()
             side = None
             if record is not None and record_file is not None:
-                side = AtomicFile(record_file)
+                side = side_file(record_file)
                 try:
                     side.write(record)
                     side.close()
@@ -280,19 +330,21 @@ def open_target(output: str, *, compression: str | None = None, stdout=None) -> 
             raise UsageError("--output -: standard output is closed")
         return Target("<stdout>", "stdout", stream, None, compression)
     check_output_path(output)
-    real = os.path.realpath(output) if os.path.islink(output) else output
     try:
-        mode = os.stat(real).st_mode
+        # Through the links, /proc's too: /dev/stdout on a pipe is that pipe, while its
+        # realpath ("/proc/PID/fd/pipe:[N]") names nothing.
+        mode = os.stat(output).st_mode
     except FileNotFoundError:
         mode = None
     except OSError as exc:
         raise UsageError(f"--output: cannot write {output}: {exc.strerror}") from None
+    real = os.path.realpath(output) if os.path.islink(output) else output
     try:
         if mode is not None and not stat.S_ISREG(mode):
             if stat.S_ISDIR(mode):
                 raise UsageError(f"--output: {output} is a directory")
             # A device or a named pipe: written in order, never replaced.
-            raw = open(real, "wb", buffering=1 << 16)
+            raw = open(output, "wb", buffering=1 << 16)
             return Target(output, "stream", raw, None, compression)
         atomic = AtomicFile(real, binary=True)
     except OSError as exc:

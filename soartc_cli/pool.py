@@ -37,8 +37,16 @@ def _die_with_parent(parent: int) -> None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the worker notices at its next message
         pass
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
+    if os.getppid() != parent:
+        # The parent died before the request took effect, or this worker was started by a fork
+        # server (its parent is the server, whose end the request then follows): only a run
+        # that is gone ends the worker here.
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:
+            pass
 
 
 @contextmanager
@@ -99,8 +107,11 @@ class _Worker:
         self.ready = False
 
     def send(self, chunk: list[tuple[int, Any]]) -> None:
-        self.conn.send(chunk)
         self.busy.append(chunk)
+        try:
+            self.conn.send(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the worker is dead: its sentinel wakes the loop, and _collect handles it
 
     def stop(self, *, kill: bool = False) -> None:
         if kill:

@@ -1,5 +1,8 @@
-"""The runner: ordered results whatever the number of workers, crashes contained, bounded memory."""
+"""The run: per-image jobs through the pool (payload bytes whatever the number of workers, crashes
+contained), streaming to a sink, strict runs, grids, the run function and its record."""
 
+import io
+import json
 import os
 import signal
 from dataclasses import dataclass
@@ -8,13 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soartc_cli import runner, writers
+from soartc_cli import formats, jobs, runner
 from soartc_cli.discover import discover
+from soartc_cli.errors import UsageError
+from soartc_cli.pool import imap_ordered
 from soartc_cli.transforms import KERNELS, TRANSFORM_PRESETS
 
-SETTINGS = runner.ImageSettings(size=32, patch=8)
-JOB = runner.SoartcJob(SETTINGS, TRANSFORM_PRESETS["all"], ("beta", "noise"), "datum", KERNELS)
-CSV = writers.OutputFormat("csv", "wide", 7)
+SETTINGS = jobs.ImageSettings(size=32, patch=8)
+JOB = jobs.SoartcJob(SETTINGS, TRANSFORM_PRESETS["all"], ("beta", "noise"), "datum", KERNELS)
+CSV = formats.choose_format("x.csv")
+PARQUET = formats.choose_format("x.parquet", layout="long")
 
 
 @pytest.fixture(scope="module")
@@ -31,28 +37,44 @@ def folder(tmp_path_factory):
     return root
 
 
-def _texts(outcomes):
+def _outcomes(files, task, **kwargs):
+    return list(imap_ordered(jobs.process_image, files, task, on_crash=jobs.crashed, **kwargs))
+
+
+def _payload_bytes(payload):
+    """A payload as bytes: text formats' bytes; Parquet's keys and float64 numbers."""
+    if payload is None or isinstance(payload, bytes):
+        return payload
+    keys, numbers = payload
+    keys = {k: list(map(str, v)) for k, v in keys.items()}
+    return json.dumps(keys).encode() + np.ascontiguousarray(numbers, dtype=np.float64).tobytes()
+
+
+def _seen(outcomes):
     return [
-        (o.index, o.path, getattr(o, "text", None), getattr(o, "error", None)) for o in outcomes
+        (o.index, o.path, _payload_bytes(getattr(o, "payload", None)), getattr(o, "error", None))
+        for o in outcomes
     ]
 
 
+@pytest.mark.parametrize("spec", [CSV, PARQUET], ids=["csv", "parquet-long"])
 @pytest.mark.parametrize("workers", [2, 3])
-def test_output_is_identical_whatever_the_number_of_workers(folder, workers):
+def test_payloads_are_identical_whatever_the_number_of_workers(folder, workers, spec):
     files = discover([str(folder)])
-    task = runner.Task(JOB, CSV)
-    one = _texts(runner.run_images(files, task, workers=1))
-    many = _texts(runner.run_images(files, task, workers=workers, per_worker=1, window=3))
+    task = jobs.Task(JOB, spec)
+    one = _seen(_outcomes(files, task, workers=1))
+    many = _seen(_outcomes(files, task, workers=workers, per_worker=1, window=3))
     assert many == one
     assert [i for i, *_ in one] == list(range(len(files)))
-    assert sum(e is not None for *_, e in one) == 1  # broken.png, and only it
+    assert [p for _, p, _, e in one if e is not None] == ["b/broken.png"]
+    assert all(payload for _, _, payload, e in one if e is None)
 
 
 @dataclass(frozen=True)
 class CrashOnWhite:
     """A job whose worker dies (SIGKILL) on an all-white image, like a decoder crashing."""
 
-    image: runner.ImageSettings = SETTINGS
+    image: jobs.ImageSettings = SETTINGS
 
     @property
     def columns(self):
@@ -66,95 +88,110 @@ class CrashOnWhite:
 
 def test_a_worker_crash_loses_only_its_image(folder):
     files = discover([str(folder)])
-    task = runner.Task(CrashOnWhite(), CSV)
-    outcomes = list(runner.run_images(files, task, workers=2, per_worker=2))
+    outcomes = _outcomes(files, jobs.Task(CrashOnWhite(), CSV), workers=2, per_worker=2)
     assert [o.index for o in outcomes] == list(range(len(files)))
-    failed = {o.path: o.error for o in outcomes if isinstance(o, runner.Failure)}
+    failed = {o.path: o.error for o in outcomes if isinstance(o, jobs.Failure)}
     assert set(failed) == {"b/broken.png", "b/white.png"}
     assert "worker process crashed" in failed["b/white.png"]
     assert "signal 9" in failed["b/white.png"]
-    good = [o.data for o in outcomes if isinstance(o, runner.ImageResult)]
-    want = [o.data for o in runner.run_images(files, runner.Task(JOB, CSV)) if o.path in
-            {g.path for g in outcomes if isinstance(g, runner.ImageResult)}]  # fmt: skip
-    assert good == want
+    good = [(o.path, o.payload) for o in outcomes if isinstance(o, jobs.ImageResult)]
+    plain = _outcomes(files, jobs.Task(JOB, CSV), workers=1)
+    want = [(o.path, o.payload) for o in plain if o.path not in failed]
+    assert good == want  # the same bytes, not only the same names
     assert len(good) == len(files) - 2
+
+
+def _csv_sink(stream, spec=CSV, job=JOB):
+    return spec.format.sink(stream, spec, job.columns)
 
 
 def test_run_job_streams_header_then_rows_and_counts(folder, tmp_path):
     files = discover([str(folder)])
     out = tmp_path / "out.csv"
     seen = []
-    with open(out, "wb") as sink:
-        report = runner.run_job(files, runner.Task(JOB, CSV), sink=sink, on_outcome=seen.append)
+    with open(out, "wb") as stream:
+        sink = _csv_sink(stream)
+        report = runner.run_job(files, jobs.Task(JOB, CSV), sink=sink, on_outcome=seen.append)
+        sink.close(None)
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("path,label,width,height,bend1.beta.r00c00,")
     assert len(lines) == 1 + report.processed
     assert report.found == len(files) == len(seen)
     assert [f.path for f in report.failures] == ["b/broken.png"]
     assert not report.ok
+    payloads = b"".join(o.payload for o in seen if isinstance(o, jobs.ImageResult))
+    assert out.read_bytes().split(b"\n", 1)[1] == payloads
 
 
 def test_strict_stops_at_the_first_failure(folder):
     files = discover([str(folder)])
     with pytest.raises(runner.StrictStop, match=r"broken\.png"):
-        runner.run_job(files, runner.Task(JOB, CSV), sink=None, strict=True)
+        runner.run_job(files, jobs.Task(JOB, CSV), sink=None, strict=True)
 
 
 def test_size_zero_wide_layout_skips_images_whose_grid_differs(folder):
     files = [f for f in discover([str(folder)]) if "broken" not in f.path]
-    job = runner.SoartcJob(
-        runner.ImageSettings(size=0, patch=8), ("rot90",), ("beta",), "datum", KERNELS
-    )
-    import io
-
-    sink = io.BytesIO()
-    report = runner.run_job(files, runner.Task(job, CSV), sink=sink)
+    job = jobs.SoartcJob(jobs.ImageSettings(size=0, patch=8), ("rot90",), ("beta",), "datum",
+                         KERNELS)  # fmt: skip
+    stream = io.BytesIO()
+    report = runner.run_job(files, jobs.Task(job, CSV), sink=_csv_sink(stream, job=job))
     assert report.failures
     assert all("patch grid" in f.error for f in report.failures)
-    header = sink.getvalue().decode().splitlines()[0].split(",")
-    assert len(header) == 4 + report_grid_cells(files[0])
+    header = stream.getvalue().decode().splitlines()[0].split(",")
+    assert len(header) == 4 + _grid_cells(files[0])
+    long = formats.choose_format("x.csv", layout="long")
     long_report = runner.run_job(
-        files, runner.Task(job, writers.OutputFormat("csv", "long")), sink=io.BytesIO()
+        files, jobs.Task(job, long), sink=_csv_sink(io.BytesIO(), long, job)
     )
     assert not long_report.failures
 
 
-def report_grid_cells(file):
+def _grid_cells(file):
     with Image.open(file.source) as im:
         return (im.width // 8) * (im.height // 8)
 
 
-class _Watched(list):
-    """A file list that records how far the runner has read into it."""
-
-    furthest = -1
-
-    def __iter__(self):
-        for index, item in enumerate(list.__iter__(self)):
-            self.furthest = index
-            yield item
-
-
-def test_window_bounds_what_is_held(folder):
-    files = _Watched(discover([str(folder)]) * 4)
-    task = runner.Task(JOB, CSV)
-    window, chunk = 6, 2
-    outcomes = runner.run_images(files, task, workers=2, per_worker=1, chunk=chunk, window=window)
-    yielded = 0
-    for outcome in outcomes:
-        assert outcome.index == yielded
-        yielded += 1
-        # Never more than a window (plus the chunk being gathered) taken beyond what is out.
-        assert files.furthest < yielded + window + chunk, (files.furthest, yielded)
-    assert yielded == len(files)
-
-
-def test_workers_start_from_a_fresh_interpreter_when_threads_run(folder, monkeypatch):
-    # With other threads in the process (a notebook, a GUI), forking could deadlock a worker:
-    # the runner then starts its workers through the forkserver. Same outcomes either way.
+def test_terminal_runs_collect_rows_without_payloads(folder):
     files = discover([str(folder)])
-    task = runner.Task(JOB, CSV)
-    monkeypatch.setattr(runner.threading, "active_count", lambda: 2)
-    assert runner._context().get_start_method() in ("forkserver", "spawn")
-    many = _texts(runner.run_images(files, task, workers=2))
-    assert many == _texts(runner.run_images(files, task, workers=1))
+    report = runner.run_job(files, jobs.Task(JOB, None))
+    assert len(report.rows) == report.processed == len(files) - 1
+    assert all(r.payload is None for r in report.rows)
+    assert report.rows[0].means.shape == (1, len(JOB.transforms), 2)
+
+
+# --- run(): checks first, the record ---------------------------------------------------------
+
+
+def _run(settings, **kwargs):
+    return runner.run(JOB, settings, command=["soartc", "test"], version="0", **kwargs)
+
+
+def test_run_writes_the_output_and_its_record(folder, tmp_path):
+    out = tmp_path / "out.csv"
+    report = _run(runner.RunSettings((str(folder),), str(out), workers=2))
+    record = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert record == report.record
+    assert record["counts"] == {"found": 15, "processed": 14, "failed": 1}
+    assert record["output"] == {"file": str(out), "format": "csv", "layout": "wide",
+                                "precision": 7}  # fmt: skip
+    assert out.read_text().count("\n") == 1 + 14
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"workers": 0}, "--workers must be at least 1"),
+        ({"resume": True, "output": "-"}, "--resume needs -o FILE"),
+        ({"output": "x.txt"}, "cannot tell the format"),
+        ({"layout": "long", "output": "x.jsonl"}, "several rows per image"),
+        ({"pool": ("mean", "mode"), "layout": "pooled"}, "--pool"),
+    ],
+)
+def test_bad_settings_are_usage_errors_before_any_work(folder, tmp_path, change, message):
+    seen = []
+    settings = runner.RunSettings((str(folder),), str(tmp_path / "o.csv"))
+    settings = runner.RunSettings(**{**settings.__dict__, **change})
+    with pytest.raises(UsageError, match=message):
+        _run(settings, on_outcome=seen.append)
+    assert seen == []
+    assert list(tmp_path.iterdir()) == []

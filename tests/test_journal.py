@@ -1,0 +1,136 @@
+"""The --resume journal: frames that survive a kill, a torn tail dropped; the run record's JSON."""
+
+import errno
+import io
+import json
+
+import numpy as np
+import pytest
+
+from soartc_cli import journal
+from soartc_cli.errors import UsageError
+from soartc_cli.jobs import Failure, ImageResult
+from soartc_cli.outputs import WriteError
+from soartc_cli.record import record_json, run_record
+from tests.outhelp import char_device
+
+
+def _result(index, payload, extra=None):
+    means = np.arange(6, dtype=float).reshape(1, 3, 2) / 7
+    return ImageResult(index, f"d/{index}.png", "d", 640, 480, (2, 2), payload, means, extra)
+
+
+OUTCOMES = [
+    _result(0, b"d/0.png,d,640,480,1,2\n"),
+    Failure(1, "d/1.png", "not an image: \u00e9\n"),
+    _result(
+        2, ({"path": ["d/2.png"] * 2, "row": [0, 1]}, np.array([[1 / 3, np.nan], [2.0, -0.0]]))
+    ),
+    _result(3, b"", extra={"score": 1.5}),
+]
+
+
+def _same(a, b):
+    assert type(a) is type(b)
+    assert (a.index, a.path) == (b.index, b.path)
+    if isinstance(a, Failure):
+        assert a.error == b.error
+        return
+    assert (a.label, a.width, a.height, a.grid, a.extra) == (b.label, b.width, b.height, b.grid,
+                                                            b.extra)  # fmt: skip
+    np.testing.assert_array_equal(a.means, b.means)
+    if isinstance(a.payload, bytes):
+        assert a.payload == b.payload
+    else:
+        assert a.payload[0] == b.payload[0]
+        assert a.payload[1].tobytes() == b.payload[1].tobytes()  # NaN and -0.0 bit for bit
+
+
+def test_frames_read_back_as_the_outcomes(tmp_path):
+    path = str(tmp_path / "out.csv.partial")
+    j = journal.Journal(path)
+    for outcome in OUTCOMES:
+        j.add(outcome)
+    j.close()
+    read, length = journal.read_journal(path)
+    assert length == (tmp_path / "out.csv.partial").stat().st_size
+    assert len(read) == len(OUTCOMES)
+    for a, b in zip(OUTCOMES, read, strict=True):
+        _same(a, b)
+
+
+@pytest.mark.parametrize("cut", [1, 5, 30])
+def test_a_torn_tail_is_dropped_and_overwritten_on_resume(tmp_path, cut):
+    path = str(tmp_path / "p")
+    j = journal.Journal(path)
+    for outcome in OUTCOMES[:3]:
+        j.add(outcome)
+    j.close()
+    whole = (tmp_path / "p").read_bytes()
+    (tmp_path / "p").write_bytes(whole[:-cut])  # killed in the middle of the third frame
+    read, good = journal.read_journal(path)
+    assert [o.index for o in read] == [0, 1]
+    j = journal.Journal(path, keep=good)
+    j.add(OUTCOMES[2])
+    j.add(OUTCOMES[3])
+    j.close()
+    read, _ = journal.read_journal(path)
+    assert [o.index for o in read] == [0, 1, 2, 3]
+    _same(read[2], OUTCOMES[2])
+
+
+def test_a_file_that_is_not_a_journal_is_a_usage_error(tmp_path):
+    (tmp_path / "p").write_bytes(b"path,label\n")
+    with pytest.raises(UsageError, match="is not a soartc progress file"):
+        journal.read_journal(str(tmp_path / "p"))
+
+
+def test_garbage_after_good_frames_is_dropped(tmp_path):
+    path = str(tmp_path / "p")
+    j = journal.Journal(path)
+    j.add(OUTCOMES[0])
+    j.close()
+    good = (tmp_path / "p").stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"not a frame header\n")
+    assert [o.index for o in journal.read_journal(path)[0]] == [0]
+    assert journal.read_journal(path)[1] == good
+
+
+def test_partial_paths():
+    assert journal.partial_paths("d/o.csv") == ("d/o.csv.partial", "d/o.csv.partial.meta.json")
+
+
+def test_run_record_counts_add_up_and_kernels_read_as_matrices():
+    record = run_record(
+        version="1", command=["soartc", "compute"], settings={"k": [[1, -2], [3, 4.5]]},
+        output={"format": "csv"}, found=3, processed=2, failures=[("b.png", "bad")],
+        started="s", finished="f", extra={"shard": {"index": 0}},
+    )  # fmt: skip
+    assert record["counts"] == {"found": 3, "processed": 2, "failed": 1}
+    assert record["failures"] == [{"path": "b.png", "error": "bad"}]
+    assert record["shard"] == {"index": 0}
+    text = record_json(record)
+    assert '"k": [\n      [1, -2],\n      [3, 4.5]\n    ]' in text
+    assert json.loads(text) == record
+    assert text.endswith("}\n")
+    assert "é" in record_json({"path": "é"})  # non-ASCII kept
+
+
+def test_a_full_disk_under_the_journal_is_a_write_error(tmp_path):
+    path = str(tmp_path / "out.csv.partial")
+    j = journal.Journal(path)
+
+    class Full(io.RawIOBase):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    j.file = Full()
+    with pytest.raises(WriteError, match=f"^no space left on device writing {path}$"):
+        j.add(OUTCOMES[0])
+
+
+def test_a_journal_that_cannot_be_made_is_a_write_error(tmp_path):
+    full = char_device(tmp_path / "full", 7)  # like /dev/full
+    with pytest.raises(WriteError, match=f"^no space left on device writing {full}$"):
+        journal.Journal(full)

@@ -1,0 +1,150 @@
+"""merge (SPEC §8): shard parts joined in shard order with their records; what it refuses."""
+
+import gzip
+import json
+
+import pytest
+
+from soartc_cli.errors import UsageError
+from soartc_cli.merge import merge_outputs
+
+OUTPUT = {"format": "csv", "layout": "wide", "precision": 7}
+
+
+def _part(tmp_path, name, body, *, index, count=2, header="path,v\n", found=2, failures=(),
+          output=None, settings=None):  # fmt: skip
+    path = tmp_path / name
+    data = (header + body).encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
+    record = {
+        "settings": settings or {"size": 224},
+        "output": {**OUTPUT, **(output or {})},
+        "command": ["soartc", name],
+        "counts": {"found": found, "processed": found - len(failures), "failed": len(failures)},
+        "failures": [{"path": f, "error": "bad"} for f in failures],
+        "started": f"2026-01-0{found}",
+        "finished": f"2026-02-0{found}",
+        "shard": {"index": index, "count": count, "files": 5},
+    }
+    (tmp_path / (name + ".meta.json")).write_text(json.dumps(record))
+    return str(path)
+
+
+def test_merge_joins_csv_parts_and_their_records_in_shard_order(tmp_path):
+    a = _part(tmp_path, "a.csv", "x,1\ny,2\n", index=0, found=2)
+    b = _part(tmp_path, "b.csv", "z,3\n", index=1, found=3, failures=["q.png"])
+    out = tmp_path / "all.csv"
+    merge_outputs([b, a], str(out), command=["soartc", "merge"])
+    assert out.read_text() == "path,v\nx,1\ny,2\nz,3\n"
+    record = json.loads((tmp_path / "all.csv.meta.json").read_text())
+    assert record["counts"] == {"found": 5, "processed": 4, "failed": 1}
+    assert record["failures"] == [{"path": "q.png", "error": "bad"}]
+    assert record["started"] == "2026-01-02"
+    assert record["finished"] == "2026-02-03"
+    assert [m["file"] for m in record["merged_from"]] == [a, b]
+    assert record["command"] == ["soartc", "merge"]
+    assert record["output"]["file"] == str(out)
+
+
+def test_merge_joins_gzip_parts_into_plain_csv(tmp_path):
+    a = _part(tmp_path, "a.csv.gz", "x,1\n", index=0)
+    b = _part(tmp_path, "b.csv", "y,2\n", index=1)
+    out = tmp_path / "all.csv"
+    merge_outputs([a, b], str(out), command=[])
+    assert out.read_text() == "path,v\nx,1\ny,2\n"
+
+
+def test_merge_refuses_other_columns_and_missing_parts(tmp_path):
+    a = _part(tmp_path, "a.csv", "x,1\n", index=0)
+    b = _part(tmp_path, "b.csv", "x,1,2\n", index=1, header="path,v,w\n")
+    with pytest.raises(UsageError, match=r"b\.csv has other columns than"):
+        merge_outputs([a, b], str(tmp_path / "all.csv"), command=[])
+    with pytest.raises(UsageError, match="no such file"):
+        merge_outputs([a, str(tmp_path / "nope.csv")], str(tmp_path / "all.csv"), command=[])
+    with pytest.raises(UsageError, match="at least one part"):
+        merge_outputs([], str(tmp_path / "all.csv"), command=[])
+    assert not (tmp_path / "all.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ({"output": {"precision": 3}}, "b.csv was made with --precision 3, .*a.csv with 7"),
+        ({"output": {"layout": "long"}}, "b.csv has another layout"),
+        ({"settings": {"size": 112}}, "b.csv was made with other settings"),
+        ({"count": 3}, r"different shard counts \[2, 3\]"),
+    ],
+)
+def test_merge_refuses_parts_of_other_runs(tmp_path, second, message):
+    a = _part(tmp_path, "a.csv", "x,1\n", index=0)
+    b = _part(tmp_path, "b.csv", "y,2\n", index=1, **second)
+    with pytest.raises(UsageError, match=message):
+        merge_outputs([a, b], str(tmp_path / "all.csv"), command=[])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.csv", "a.csv.meta.json", "b.csv", "b.csv.meta.json"
+    ]  # fmt: skip
+
+
+def test_merge_refuses_pooled_parts_of_other_statistics(tmp_path):
+    pooled = {"layout": "pooled", "pool": ["mean"]}
+    a = _part(tmp_path, "a.csv", "x,1\n", index=0, output=pooled, header="path,t.m.mean\n")
+    b = _part(tmp_path, "b.csv", "y,2\n", index=1, output={**pooled, "pool": ["max"]},
+              header="path,t.m.max\n")  # fmt: skip
+    with pytest.raises(UsageError, match=r"b\.csv was made with --pool max, .*a\.csv with mean"):
+        merge_outputs([a, b], str(tmp_path / "all.csv"), command=[])
+
+
+def test_merge_refuses_a_part_that_is_not_a_shard(tmp_path):
+    a = _part(tmp_path, "a.csv", "x,1\n", index=0)
+    record = json.loads((tmp_path / "a.csv.meta.json").read_text())
+    del record["shard"]
+    (tmp_path / "a.csv.meta.json").write_text(json.dumps(record))
+    with pytest.raises(UsageError, match="is not a shard"):
+        merge_outputs([a], str(tmp_path / "all.csv"), command=[])
+
+
+def test_merge_of_long_parts_into_json_lines_is_refused(tmp_path):
+    a = _part(tmp_path, "a.csv", "x,1\n", index=0, count=1, output={"layout": "long"})
+    with pytest.raises(UsageError, match="cannot be joined into JSON Lines"):
+        merge_outputs([a], str(tmp_path / "all.jsonl"), command=[])
+
+
+def test_merge_of_json_lines_parts_with_an_empty_shard(tmp_path):
+    # A shard whose slice held no usable image leaves an empty JSON Lines file: no names in it.
+    jsonl = {"format": "jsonl"}
+    empty = _part(tmp_path, "a.jsonl", "", header="", index=0, count=3, output=jsonl)
+    lines = '{"path": "x.png", "v": 1.5}\n{"path": "y.png", "v": null}\n'
+    full = _part(tmp_path, "b.jsonl", lines, header="", index=1, count=3, output=jsonl)
+    last = _part(tmp_path, "c.jsonl", '{"path": "z.png", "v": 3}\n', header="", index=2,
+                 count=3, output=jsonl)  # fmt: skip
+    out = tmp_path / "all.csv"
+    merge_outputs([empty, full, last], str(out), command=[])
+    assert out.read_text() == "path,v\nx.png,1.5\ny.png,nan\nz.png,3\n"
+    merge_outputs([last, full, empty], str(tmp_path / "all.jsonl"), command=[])
+    assert (tmp_path / "all.jsonl").read_text() == lines + '{"path": "z.png", "v": 3}\n'
+
+
+def test_merge_never_replaces_a_part(tmp_path):
+    a = _part(tmp_path, "a.csv", "x,1\n", index=0)
+    b = _part(tmp_path, "b.csv", "y,2\n", index=1)
+    link = tmp_path / "link.csv"
+    link.symlink_to("b.csv")
+    hard = tmp_path / "hard.csv"
+    hard.hardlink_to(a)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for out in (a, str(link), str(hard)):
+        with pytest.raises(UsageError, match=r"would replace .*, one of the parts"):
+            merge_outputs([a, b], out, command=[])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_joined_record_names_the_joined_file_s_compression(tmp_path):
+    gz = {"compression": "gzip"}
+    a = _part(tmp_path, "a.csv.gz", "x,1\n", index=0, output=gz)
+    b = _part(tmp_path, "b.csv.gz", "y,2\n", index=1, output=gz)
+    merged = merge_outputs([a, b], str(tmp_path / "all.csv"), command=[])
+    assert "compression" not in merged["output"]
+    merged = merge_outputs([a, b], str(tmp_path / "all.jsonl.gz"), command=[])
+    assert merged["output"]["compression"] == "gzip"
+    assert merged["output"]["format"] == "jsonl"
+    assert json.loads((tmp_path / "all.jsonl.gz.meta.json").read_text()) == merged
