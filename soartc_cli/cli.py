@@ -853,11 +853,14 @@ def merge_command(
             help="Join the shards that are there; the record says which are missing.",
         ),
     ] = False,
+    record: Record = None,
 ) -> int:
     """Join the outputs of the shards of one run (any formats) and their run records."""
     from soartc_cli.merge import merge_outputs
 
-    merge_outputs(parts, output, command=["soartc", *_ARGV], allow_missing=allow_missing)
+    merge_outputs(
+        parts, output, command=["soartc", *_ARGV], allow_missing=allow_missing, record=record
+    )
     return EXIT_OK
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from soartc_cli.errors import UsageError
 from soartc_cli.layouts import Columns, ImageValues, Layout, csv_field, get_layout
-from soartc_cli.outputs import is_special
 
 __all__ = ["COMPRESSIONS", "FORMATS", "Format", "OutputSpec", "Sink", "choose_format"]
 
@@ -305,14 +304,6 @@ def format_of(path: str) -> tuple[Format, str | None]:
     )
 
 
-def _has_known_suffix(path: str) -> bool:
-    try:
-        format_of(path)
-    except UsageError:
-        return False
-    return True
-
-
 def choose_format(
     output: str | None,
     *,
@@ -320,8 +311,8 @@ def choose_format(
     precision: int = 7,
     pool: Sequence[str] | str = ("mean", "std", "min", "max"),
 ) -> OutputSpec:
-    """The :class:`OutputSpec` of ``-o OUTPUT``: by suffix; ``-``, no output, and a device or
-    named pipe without a known suffix (``/dev/null``) are CSV.
+    """The :class:`OutputSpec` of ``-o OUTPUT``: by suffix (:func:`format_of`); ``-`` and no
+    output are CSV.
 
     Raises UsageError for an unknown suffix, layout or pool statistic, a layout the format cannot
     hold, or a precision outside 1–17.
@@ -329,9 +320,6 @@ def choose_format(
     chosen = get_layout(layout, pool=pool)
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be between 1 and 17, not {precision}")
-    if output in (None, "-") or (is_special(output) and not _has_known_suffix(output)):
-        fmt, compression = FORMATS["csv"], None  # stdout, a device, a pipe: CSV as for "-"
-    else:
-        fmt, compression = format_of(output)
+    fmt, compression = (FORMATS["csv"], None) if output in (None, "-") else format_of(output)
     fmt.check(chosen)
     return OutputSpec(fmt, chosen, precision, compression)

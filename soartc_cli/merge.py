@@ -246,10 +246,12 @@ def merge_outputs(
     command: Sequence[str],
     allow_missing: bool = False,
     stdout: IO[bytes] | None = None,
+    record: str | None = None,
 ) -> dict:
     """Join the outputs of the shards of one run into ``output`` (``-``: CSV on stdout).
 
-    Returns the joined run record (written as ``OUTPUT.meta.json`` for a file output).
+    Returns the joined run record, written as ``OUTPUT.meta.json`` for a file output, or where
+    ``record`` says (with ``-o -`` too).
 
     Raises
     ------
@@ -325,7 +327,7 @@ def merge_outputs(
                 writer.add_key_value_metadata({"soartc": record_json(merged)})
                 writer.close()
         target.stream.flush()  # as a run's sink does when it closes: the same gzip bytes
-        record_file = target.record
+        record_file = record or target.record
         target.commit(record_json(merged) if record_file else None, record_file)
     except BaseException:
         target.discard()

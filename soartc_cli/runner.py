@@ -443,6 +443,8 @@ def run(
         note(line)
     if settings.maps is not None:
         _prepare_maps(settings.maps, files, note)
+        if settings.resume:  # pictures a killed run left half-written
+            _remove_partial_pictures(settings.maps)
     grid = None
     if spec.layout.depends_on_grid() and job.image.size == 0:
         grid = _first_grid(job, everything)

@@ -614,11 +614,6 @@ def test_outputs_never_overwrite_inputs(inputs, tmp_path):
 # --- runner.py bugs found here (runner.py is not this branch's to edit) ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.check_outputs does not compare --record with -o: the record replaces the "
-    "output after the run (exit 0, the rows lost); it should be a usage error before any work",
-)
 def test_a_record_on_the_output_itself_is_refused(tmp_path):
     out = tmp_path / "out.csv"
     result = invoke("compute", SAMPLES, "-o", out, "--record", out, *FAST, "--workers", 1)
@@ -626,12 +621,6 @@ def test_a_record_on_the_output_itself_is_refused(tmp_path):
     assert "skipped" not in result.stderr and not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.run refuses --resume only for no -o and '-'; with a device or FIFO as -o it "
-    "makes DEVICE.partial next to it (/dev/null.partial in /dev) though SPEC 6 says --resume "
-    "needs -o naming a regular file",
-)
 def test_resume_into_a_device_is_refused(tmp_path):
     null = char_device(tmp_path / "null", 3)
     result = invoke("compute", SAMPLES, "-o", null, "--resume", *FAST, "--workers", 1)
@@ -639,12 +628,6 @@ def test_resume_into_a_device_is_refused(tmp_path):
     assert "--resume needs -o FILE" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.run checks outputs against this shard's files only (check_outputs(files, …)), "
-    "not the whole list: with --shard 0/2, --maps INPUT_DIR draws a.jpg's picture over a.png, "
-    "an input image of shard 1 (its bytes lost, exit 0)",
-)
 def test_a_shard_never_overwrites_an_input_of_another_shard(inputs, tmp_path):
     before = _snapshot(inputs)
     result = invoke("compute", inputs, "--shard", "0/2", "--maps", inputs, "-o",
