@@ -260,6 +260,12 @@ def soartc_features(
     if image.ndim == 2:
         image = image[None]
     rows, cols = patch_grid(image.shape[1:], patch=patch)
+    # --- fast-core dispatch: the optional compiled core, only when a caller enabled it ---
+    from soartc_cli import _fastcore
+
+    if _fastcore.enabled:
+        return _fastcore.features(image, plan, patch=patch, transforms=tuple(transforms))
+    # --- end of the fast-core dispatch ---
     channels = image.shape[0]
 
     # The result in its final (C, T, M, N) layout, written through an (M, T, C, N) view.
