@@ -21,7 +21,7 @@ from soartc_cli import _fastcore
 from soartc_cli.errors import InputError
 from soartc_cli.features import soartc_features
 from soartc_cli.imageio import load_image
-from soartc_cli.rt import METRICS
+from soartc_cli.rt import METRICS, TINY
 from soartc_cli.transforms import KERNELS, ROTATIONS, TRANSFORM_PRESETS, merge_kernels
 from tests.oracle import features_oracle
 
@@ -130,7 +130,12 @@ def test_rgb_non_square_grid_native_size(fast, patch):
 def test_default_settings_and_presets(fast):
     pixels = load_image(SAMPLES / "rocket.jpg").pixels
     for transforms in TRANSFORM_PRESETS.values():
-        for metrics in (("beta", "delta", "distance"), ("beta", "vol", "shear"), ("noise",)):
+        for metrics in (
+            ("beta", "delta", "distance"),
+            ("beta", "vol", "shear"),
+            ("noise",),
+            ("vol",),
+        ):
             both(pixels, transforms=transforms, metrics=metrics)
 
 
@@ -222,11 +227,15 @@ def test_features_refuses_a_core_that_was_never_built(monkeypatch):
         _fastcore.features(np.zeros((1, 16, 16)), None, patch=16, transforms=())
 
 
+def test_threshold_is_specs():
+    assert _fastcore._TINY == TINY
+
+
 @pytest.mark.parametrize(
     ("images", "workers", "expected"),
     [(0, 1, False), (_fastcore.MIN_IMAGES - 1, 1, False), (_fastcore.MIN_IMAGES, 1, True),
-     (_fastcore.MIN_IMAGES, 2, True), (_fastcore.MIN_IMAGES, 3, False),
-     (10 * _fastcore.MIN_IMAGES, 4, True)],
+     (_fastcore.MIN_IMAGES, 0, True), (2 * _fastcore.MIN_IMAGES - 1, 2, False),
+     (2 * _fastcore.MIN_IMAGES, 2, True), (10 * _fastcore.MIN_IMAGES, 4, True)],
 )  # fmt: skip
 def test_worth_it_rule(images, workers, expected):
     assert _fastcore.worth_it(images, workers=workers) is expected
