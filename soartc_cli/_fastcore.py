@@ -30,11 +30,12 @@ from soartc_cli.errors import InputError
 
 __all__ = ["MIN_IMAGES", "available", "disable", "enable", "enabled", "features", "worth_it"]
 
-#: Images each worker process must handle before the compiled core pays for its start (import
-#: of numba and loading of the cached kernel, ≈ 1.0–1.1 s more than the numpy core's start, paid
-#: once in the parent), against a saving of 0.45–0.9 ms per image: break-even at 1,200–2,400
-#: images; see README, Speed.
-MIN_IMAGES = 2000
+#: Images each worker must handle before the compiled core pays for its start. Measured on this
+#: project's machine (2,000 JPEGs of 640×480, README, Speed): the start costs 0.42 s more than
+#: the numpy core's (numba imported, kernel loaded from its cache; paid once, in the parent) and
+#: the core saves 0.68 ms per image, so one worker breaks even at ≈ 620 images; 1,000 leaves a
+#: margin. (A cold compile, once per installation, costs 2.4–6 s more.)
+MIN_IMAGES = 1000
 #: Codes of the metrics, in :data:`soartc_cli.rt.METRICS` order.
 _METRIC_CODES = {"beta": 0, "delta": 1, "distance": 2, "noise": 3, "vol": 4, "shear": 5}
 #: Codes of the rotations of :data:`soartc_cli.transforms.ROTATIONS`.
