@@ -1,7 +1,7 @@
 """In-process measurements for ``bench_pipeline.py``, each run in a fresh interpreter.
 
-Usage: ``python _bench_child.py MODE ROOT`` with the image paths (relative to ROOT), one a line,
-on standard input; prints one JSON object on standard output.
+Usage: ``python _bench_child.py MODE ROOT [fast]`` with the image paths (relative to ROOT), one a
+line, on standard input; prints one JSON object on standard output.
 
 Modes
 -----
@@ -11,7 +11,10 @@ Modes
     The per-image split of the pipeline, every stage timed on every image: decode (Pillow
     open + load), fit (``load_image`` minus decode), transforms + metrics
     (``features.soartc_features`` with default settings), formatting (``writers.format_image``,
-    wide CSV), plus finer detail of ``load_image`` (``decode``, ``to_array``, ``fit``).
+    wide CSV), plus finer detail of ``load_image`` (``decode``, ``to_array``, ``fit``). With
+    ``fast``, the compiled core (``soartc_cli._fastcore``) is built first (its start timed) and
+    ``soartc_features`` is also timed with it on every image, right after the numpy core, and
+    checked to give the same numbers.
 
 The process is set up as the ``soartc`` program sets itself up (one BLAS thread, glibc malloc
 thresholds raised) before numpy is imported, so that it compares with ``soartc compute``.
@@ -65,7 +68,7 @@ def measure_decode(paths: list[str]) -> dict:
     return {"images": len(paths), "seconds": seconds, "images_per_s": len(paths) / seconds}
 
 
-def measure_stages(root: str, relative: list[str]) -> dict:
+def measure_stages(root: str, relative: list[str], *, fast: bool = False) -> dict:
     """Time every stage of the pipeline on every image, in this process.
 
     Parameters
@@ -74,6 +77,8 @@ def measure_stages(root: str, relative: list[str]) -> dict:
         Folder the paths are relative to (paths and labels as ``soartc compute ROOT`` names them).
     relative : list of str
         Image paths relative to ``root``.
+    fast : bool
+        Also time the compiled core (``features_fast``) on every image.
 
     Returns
     -------
@@ -81,12 +86,16 @@ def measure_stages(root: str, relative: list[str]) -> dict:
         ``images``; ``ms``: milliseconds per image of each stage (``decode``, ``fit``,
         ``features``, ``format``) and of the detail steps (``load_image``, ``imageio.decode``,
         ``imageio.to_array``, ``imageio.fit``), averaged over the images; ``row_chars``: mean
-        length of one formatted row.
+        length of one formatted row; with ``fast``: ``ms["features_fast"]``,
+        ``fast_start_s`` (import of numba and loading of the kernel) and ``fast_max_rel_diff``.
     """
+    import numpy as np
     from PIL import Image
 
-    from soartc_cli import imageio, writers
+    from soartc_cli import imageio
     from soartc_cli.features import soartc_features
+    from soartc_cli.formats import choose_format
+    from soartc_cli.layouts import Columns, ImageValues
     from soartc_cli.patches import patch_grid, patch_names
     from soartc_cli.rt import METRIC_PRESETS
     from soartc_cli.transforms import TRANSFORM_PRESETS
@@ -94,13 +103,23 @@ def measure_stages(root: str, relative: list[str]) -> dict:
     paths = [os.path.join(root, r) for r in relative]
     transforms = TRANSFORM_PRESETS["soartc"]
     metrics = METRIC_PRESETS["soart3"]
-    fmt = writers.output_format("out.csv")
-    columns = writers.Columns(None, tuple(transforms), tuple(metrics))
+    fmt = choose_format("out.csv")
+    columns = Columns(None, tuple(transforms), tuple(metrics))
+    fast_start = None
+    if fast:
+        started = time.perf_counter()
+        if not _fastcore.enable():
+            raise SystemExit("the compiled core is unavailable (numba missing)")
+        _fastcore.disable()
+        fast_start = time.perf_counter() - started
     _warm_up(paths, imageio.load_image)
     clock = time.perf_counter
     totals = dict.fromkeys(
         ("decode", "load_image", "features", "format", "d_decode", "d_to_array", "d_fit"), 0.0
     )
+    if fast:
+        totals["features_fast"] = 0.0
+    worst = 0.0
     chars = 0
     names_cache: dict[tuple[int, int], list[str]] = {}
     for path, rel in zip(paths, relative, strict=True):
@@ -116,10 +135,9 @@ def measure_stages(root: str, relative: list[str]) -> dict:
         names = names_cache.get(grid) or names_cache.setdefault(grid, patch_names(*grid))
         parts = rel.split("/")
         t4 = clock()
-        text = writers.format_image(
-            fmt, columns, path=rel, label=parts[0] if len(parts) > 1 else "",
-            width=loaded.width, height=loaded.height, grid=grid, names=names, values=values,
-        )  # fmt: skip
+        label = parts[0] if len(parts) > 1 else ""
+        image = ImageValues(rel, label, loaded.width, loaded.height, grid, values)
+        text = fmt.format.encode(fmt, columns, image, names)
         t5 = clock()
         # Detail: the steps of load_image one by one (public functions of imageio).
         decoded = imageio.decode(path)
@@ -136,10 +154,21 @@ def measure_stages(root: str, relative: list[str]) -> dict:
         totals["d_to_array"] += t7 - t6
         totals["d_fit"] += t8 - t7
         chars += len(text)
+        if fast:
+            _fastcore.enabled = True
+            t9 = clock()
+            compiled = soartc_features(loaded.pixels)
+            totals["features_fast"] += clock() - t9
+            _fastcore.disable()
+            scale = np.maximum(np.abs(values), 1.0)  # delta and residuals cancel: see the tests
+            worst = max(worst, float(np.nanmax(np.abs(compiled - values) / scale)))
     count = len(paths)
     ms = {k: 1000.0 * v / count for k, v in totals.items()}
     ms["fit"] = ms["load_image"] - ms["decode"]
-    return {"images": count, "ms": ms, "row_chars": chars / count}
+    result = {"images": count, "ms": ms, "row_chars": chars / count}
+    if fast:
+        result |= {"fast_start_s": fast_start, "fast_max_rel_diff": worst}
+    return result
 
 
 def main() -> int:
@@ -150,7 +179,7 @@ def main() -> int:
     if mode == "decode":
         result = measure_decode([os.path.join(root, r) for r in relative])
     elif mode == "stages":
-        result = measure_stages(root, relative)
+        result = measure_stages(root, relative, fast=sys.argv[3:] == ["fast"])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     json.dump(result, sys.stdout)
