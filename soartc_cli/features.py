@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from soartc_cli.errors import InputError
-from soartc_cli.patches import patch_grid
+from soartc_cli.patches import patch_grid, patch_view
 from soartc_cli.rt import METRIC_PRESETS, check_metrics, compare_prepared
 from soartc_cli.transforms import KERNELS, ROTATIONS, TRANSFORM_PRESETS, check_kernels
 
@@ -121,18 +121,11 @@ def _patches_last(image: np.ndarray, *, patch: int, first: int, stop: int) -> np
     ``out[c, u, v, (i - first) * cols + j] == image[c, i*P + u, j*P + v]``: patches run along
     the last axis, so that every per-patch product below is a contiguous, vectorised loop.
     """
-    channels, _, width = image.shape
-    cols = width // patch
-    stride_c, stride_y, stride_x = image.strides
-    view = np.lib.stride_tricks.as_strided(
-        image[:, first * patch : stop * patch],
-        shape=(channels, patch, patch, stop - first, cols),
-        strides=(stride_c, stride_y, stride_x, patch * stride_y, patch * stride_x),
-        writeable=False,
-    )
+    # (C, rows, cols, P, P) view of the patch rows → (C, P, P, rows, cols): still a view.
+    view = patch_view(image[:, first * patch : stop * patch], patch=patch).transpose(0, 3, 4, 1, 2)
     out = np.empty(view.shape)
     np.copyto(out, view)  # the one cast to float64
-    return out.reshape(channels, patch, patch, -1)
+    return out.reshape(*view.shape[:3], -1)
 
 
 def _correlate(patches: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
