@@ -195,3 +195,68 @@ def test_bad_settings_are_usage_errors_before_any_work(folder, tmp_path, change,
         _run(settings, on_outcome=seen.append)
     assert seen == []
     assert list(tmp_path.iterdir()) == []
+
+
+def _children(pid):
+    """PIDs whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in (b"Z", b"X")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc (Linux)")
+def test_workers_die_with_a_killed_parent_and_a_later_run_is_not_disturbed(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(400):
+        pixels = (rng.random((96, 96)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(photos / f"{i:03d}.png")
+    out = tmp_path / "out.csv"
+    command = [sys.executable, "-m", "soartc_cli", "compute", str(photos), "-o", str(out),
+               "--size", "96", "--patch", "16", "--transforms", "all", "--metrics", "all",
+               "--workers", "2", "-q"]  # fmt: skip
+    parent = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        workers = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = _children(parent.pid)
+            time.sleep(0.05)
+        assert len(workers) == 2, "the run never started its two workers"
+        parent.kill()  # SIGKILL of the parent only: it can clean nothing up
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers), "a worker outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert not out.exists()  # never a partial output under the real name
+    again = subprocess.run(command, capture_output=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert len(out.read_text().splitlines()) == 401
