@@ -7,7 +7,6 @@ reaches a user.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import signal
@@ -704,14 +703,9 @@ def fit_command(
     no_recursive: NoRecursive = False,
 ) -> int:
     """Learn the unit space of good images (SPEC §10): the model file for 'score'."""
-    from soartc_cli import inspection, unitspace
+    from soartc_cli import inspection
 
-    if output is None or not output.lower().endswith(".npz"):
-        raise UsageError("fit needs -o MODEL.npz (the model file)")
-    outputs.check_output_path(output)
-    attention.check_choice(unit_space, name="--unit-space", choices=("position", "shared"))
-    if not 0 < quantile <= 1:
-        raise UsageError(f"--quantile must be in (0, 1], not {quantile}")
+    inspection.check_fit_options(output, unit_space=unit_space, quantile=quantile)
     job = _soartc_job(
         size, patch, channels, invert, max_pixels, datum, kernels, transforms, metrics
     )
@@ -721,22 +715,13 @@ def fit_command(
     )  # fmt: skip
     collector = inspection.FeatureCollector()
     report = _run(job, settings, sink=collector, protect=[output])
-    features = collector.array()
-    meta = inspection.model_meta(job, names=collector.names or (), version=__version__)
-    model = unitspace.fit_unit_space(features, unit_space=unit_space, quantile=quantile, meta=meta)
-    unitspace.save_model(model, output)
-    record_file = record or outputs.record_path(output)
-    report.record["output"] = {"file": output, "format": "model"}
-    report.record["model"] = {
-        "good_images": len(features), "threshold": model.threshold, "quantile": quantile,
-        "unit_space": unit_space,
-    }  # fmt: skip
-    from soartc_cli.record import record_json
-
-    outputs.write_text_atomic(record_file, record_json(report.record))
+    model = inspection.finish_fit(
+        collector, job, report.record, output=output, record_file=record,
+        unit_space=unit_space, quantile=quantile, version=__version__,
+    )  # fmt: skip
     if not quiet:
         note(
-            f"soartc: model of {len(features)} good images written to {printable(output)}; "
+            f"soartc: model of {collector.count} good images written to {printable(output)}; "
             f"threshold {model.threshold:.4g} (quantile {quantile} of out-of-fold scores)"
         )
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -772,40 +757,27 @@ def score_command(
     no_recursive: NoRecursive = False,
 ) -> int:
     """Anomaly scores of images against a model: patch distances, verdicts, AUROC per label."""
-    from soartc_cli import inspection, unitspace
+    from soartc_cli import inspection
 
     if model is None:
         raise UsageError("score needs --model MODEL.npz (made by 'soartc fit')")
-    fitted = unitspace.load_model(model)
-    features = inspection.job_from_model(fitted)
-    limit = fitted.threshold if threshold is None else threshold
-    if not (math.isfinite(limit) and limit > 0):
-        raise UsageError(f"--threshold must be a positive number, not {limit}")
-    job = inspection.ScoreJob(features, fitted, float(limit))
+    job = inspection.score_job(model, threshold=threshold)
     settings = runner.RunSettings(
         tuple(_need_inputs(inputs)), output, "score", precision, record=record, maps=maps,
         workers=workers, shard=shard, strict=strict, quiet=quiet, recursive=not no_recursive,
         resume=resume,
     )  # fmt: skip
-    from soartc_cli.formats import choose_format, format_of
-
-    spec = choose_format(output, precision=precision)
-    spec = type(spec)(spec.format, inspection.ScoreLayout(), precision, spec.compression)
-    if output not in (None, "-"):
-        format_of(output)
+    spec = inspection.score_spec(output, precision=precision)
 
     def evaluation(report: runner.RunReport) -> dict:
-        labels = [label for label, _ in report.extras]
-        scores = [extra["score"] for _, extra in report.extras]
-        verdicts = [extra["anomalous"] for _, extra in report.extras]
-        result = unitspace.evaluate(scores, labels, verdicts, normal_label=normal_label)
+        result = inspection.evaluation(report.extras, normal_label=normal_label)
         return {} if result is None else {"evaluation": result}
 
     report = _run(job, settings, spec=spec, record_extra=evaluation)
     if output is None and report.rows:
         out = output_console()
-        out.print(tables.score_table(report.rows[: tables.TABLE_ROWS], threshold=limit))
-    evaluated = (report.record or {}).get("evaluation") or evaluation(report).get("evaluation")
+        out.print(tables.score_table(report.rows[: tables.TABLE_ROWS], threshold=job.threshold))
+    evaluated = (report.record or {}).get("evaluation")
     if evaluated and not quiet:
         out = output_console() if output != "-" else error_console()
         out.print(tables.evaluation_table(evaluated, normal_label=normal_label))

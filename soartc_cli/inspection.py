@@ -20,7 +20,18 @@ from soartc_cli.jobs import ImageSettings, SoartcJob
 from soartc_cli.layouts import HEAD, Columns, ImageValues, Layout, csv_field
 from soartc_cli.numfmt import format_row
 
-__all__ = ["FeatureCollector", "ScoreJob", "ScoreLayout", "job_from_model", "model_meta"]
+__all__ = [
+    "FeatureCollector",
+    "ScoreJob",
+    "ScoreLayout",
+    "check_fit_options",
+    "evaluation",
+    "finish_fit",
+    "job_from_model",
+    "model_meta",
+    "score_job",
+    "score_spec",
+]
 
 #: The version of the model's settings text this soartc writes and reads.
 MODEL_FORMAT = 1
@@ -261,3 +272,78 @@ class ScoreJob:
             pixels, image.values.ravel(), grid=image.grid,
             threshold=self.threshold, score=extra["score"], title=title,
         )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands' steps around the run (cli parses, calls these, renders)
+
+
+def check_fit_options(output: str | None, *, unit_space: str, quantile: float) -> None:
+    """UsageError for a model path that is not ``.npz`` or cannot be written, or bad options."""
+    from soartc_cli.outputs import check_output_path
+
+    if output is None or not output.lower().endswith(".npz"):
+        raise UsageError("fit needs -o MODEL.npz (the model file)")
+    check_output_path(output)
+    if unit_space not in unitspace.UNIT_SPACES:
+        raise UsageError(
+            f"--unit-space must be one of {', '.join(unitspace.UNIT_SPACES)}, not {unit_space!r}"
+        )
+    if not 0 < quantile <= 1:
+        raise UsageError(f"--quantile must be in (0, 1], not {quantile}")
+
+
+def finish_fit(
+    collector: FeatureCollector,
+    job: SoartcJob,
+    record: dict,
+    *,
+    output: str,
+    record_file: str | None,
+    unit_space: str,
+    quantile: float,
+    version: str,
+) -> unitspace.UnitSpace:
+    """Fit the unit space of the collected features, save the model, then its run record."""
+    from soartc_cli.outputs import record_path, write_text_atomic
+    from soartc_cli.record import record_json
+
+    features = collector.array()
+    meta = model_meta(job, names=collector.names or (), version=version)
+    model = unitspace.fit_unit_space(features, unit_space=unit_space, quantile=quantile, meta=meta)
+    unitspace.save_model(model, output)
+    record["output"] = {"file": output, "format": "model"}
+    record["model"] = {
+        "good_images": len(features), "threshold": model.threshold, "quantile": quantile,
+        "unit_space": unit_space,
+    }  # fmt: skip
+    write_text_atomic(record_file or record_path(output), record_json(record))
+    return model
+
+
+def score_job(model_path: str, *, threshold: float | None) -> ScoreJob:
+    """The score job of a model file; UsageError for a bad model or threshold."""
+    import math
+
+    fitted = unitspace.load_model(model_path)
+    features = job_from_model(fitted)
+    limit = fitted.threshold if threshold is None else threshold
+    if not (math.isfinite(limit) and limit > 0):
+        raise UsageError(f"--threshold must be a positive number, not {limit}")
+    return ScoreJob(features, fitted, float(limit))
+
+
+def score_spec(output: str | None, *, precision: int) -> OutputSpec:
+    """The output of ``score``: the format of ``-o`` with the score layout."""
+    from soartc_cli.formats import choose_format
+
+    spec = choose_format(output, precision=precision)
+    return OutputSpec(spec.format, ScoreLayout(), precision, spec.compression)
+
+
+def evaluation(extras: Sequence[tuple[str, dict]], *, normal_label: str) -> dict | None:
+    """SPEC §10's evaluation of scored images ``(label, extra)``; None without normal images."""
+    labels = [label for label, _ in extras]
+    scores = [extra["score"] for _, extra in extras]
+    verdicts = [extra["anomalous"] for _, extra in extras]
+    return unitspace.evaluate(scores, labels, verdicts, normal_label=normal_label)
