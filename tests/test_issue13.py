@@ -167,7 +167,9 @@ def test_a_huge_image_is_refused_before_it_is_decoded(huge, tmp_path):
     )
     cmd = [sys.executable, "-c", probe, sys.executable, "-m", "soartc_cli", "compute", str(huge),
            *HUGE_RUN, "-o", str(tmp_path / "o.csv"), "--workers", "1", "-q"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, check=False, preexec_fn=_limited
+    )
     assert "working memory" in result.stderr
     peak_kib = int(result.stdout.split()[-1])
     assert peak_kib < 90 * 1024  # a run of one 32×32 image peaks at about 40 MB
@@ -200,10 +202,10 @@ def test_a_picture_that_cannot_be_written_keeps_its_row(folder, tmp_path):
     assert rows(tmp_path / "2.csv") == rows(tmp_path / "1.csv")  # every row kept
 
 
-def test_a_240_byte_name_gets_its_picture_and_its_row(tmp_path):
+def test_a_245_byte_name_gets_its_picture_and_its_row(tmp_path):
     root = tmp_path / "inp"
     root.mkdir()
-    name = "n" * 236 + ".png"
+    name = "n" * 241 + ".png"  # 245 bytes: its hidden temporary name would be 260
     picture(root / name, 1)
     maps = tmp_path / "maps"
     result = soartc("compute", root, "-o", tmp_path / "o.csv", "--maps", maps, *FAST)
@@ -224,6 +226,32 @@ def test_a_maps_directory_that_cannot_be_written_is_refused_up_front(folder, tmp
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("soartc: error: --maps")
     assert "skipped" not in result.stderr and "processed" not in result.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_maps_directory_refusing_new_files_is_refused_before_any_image(folder, tmp_path):
+    # Root writes into a mode-0500 directory, so the refusal is made where files are created.
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from soartc_cli.cli import app
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and os.path.realpath(dir) == str(maps.resolve()):
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", mkstemp)
+        args = ["compute", str(folder), "-o", str(tmp_path / "o.csv"), "--maps", str(maps), *FAST]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr == f"soartc: error: --maps: cannot write into {maps}: Permission denied\n"
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -381,7 +409,7 @@ def test_dev_zero_named_png_is_not_a_regular_file_and_the_counts_add_up(folder, 
 def test_two_runs_on_one_output_leave_one_runs_output_and_its_record(folder, tmp_path):
     out = tmp_path / "o.csv"
     command = [sys.executable, "-m", "soartc_cli", "compute", str(folder), "-o", str(out)]
-    for _ in range(10):
+    for _ in range(20):
         procs = [
             subprocess.Popen([*command, "--precision", str(p), *FAST, "-q"], stderr=subprocess.PIPE)
             for p in (3, 6)
