@@ -375,6 +375,27 @@ def test_control_characters_in_names_are_escaped_on_stderr(folder, tmp_path):
     assert "soartc: skipped \\x1b[31mred.png:" in result.stderr
 
 
+def test_control_characters_in_names_are_escaped_in_terminal_tables(tmp_path):
+    root = tmp_path / "inp"
+    root.mkdir()
+    picture(root / "\x1b[31mred.png", 1)
+    result = soartc("compute", root, *FAST, env={**os.environ, "COLUMNS": "120"})  # no -o: tables
+    assert result.returncode == 0, result.stderr
+    assert "\\x1b[31mred.png" in result.stdout
+    assert "\x1b" not in result.stdout + result.stderr
+
+
+def test_markup_in_names_is_text_in_terminal_tables(tmp_path):
+    root = tmp_path / "inp"
+    (root / "c[").mkdir(parents=True)
+    picture(root / "c[" / "b]x.png", 1)  # the path c[/b]x.png holds a closing tag
+    picture(root / "[b]y.png", 2)
+    result = soartc("compute", root, *FAST, env={**os.environ, "COLUMNS": "120"})
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert "c[/b]x.png" in result.stdout and "[b]y.png" in result.stdout
+
+
 def test_quiet_silences_the_maps_name_clash_warnings(tmp_path):
     root = tmp_path / "inp"
     root.mkdir()
