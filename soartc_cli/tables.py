@@ -212,8 +212,12 @@ def evaluation_table(evaluation: dict, *, normal_label: str) -> Table:
 
 
 def _printable(text: str) -> str:
-    """Text for a terminal cell: control characters (a newline in a file name) escaped."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    """Text for a terminal cell: control characters (a newline in a file name) escaped, and rich
+    markup too (a path ``c[/b]x.png`` is text, not a closing tag)."""
+    from rich.markup import escape
+
+    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    return escape(shown)
 
 
 # ---------------------------------------------------------------------------------------------
