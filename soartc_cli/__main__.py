@@ -21,15 +21,32 @@ def main() -> None:
         app(prog_name="soartc")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except KeyboardInterrupt:  # Ctrl-C before the app took over (while numpy was loading)
-        _write_error("soartc: error: interrupted\n")
-        code = 130
+    except BaseException as exc:
+        # Ctrl-C before the app took over, while its modules were loading: it can surface as
+        # the KeyboardInterrupt itself or as an error about a half-imported module after it.
+        if _caused_by_interrupt(exc):
+            _write_error("soartc: error: interrupted\n")
+            code = 130
+        else:
+            _write_error(f"soartc: error: internal error: {type(exc).__name__}: {exc}\n")
+            code = 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (BrokenPipeError, OSError, ValueError, AttributeError):  # closed, or None
             code = code or (1 if stream is sys.stdout else 0)
     os._exit(code)
+
+
+def _caused_by_interrupt(exc: BaseException | None) -> bool:
+    """True when ``exc`` is a KeyboardInterrupt or happened while handling or because of one."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def _write_error(text: str) -> None:

@@ -1025,7 +1025,7 @@ def _fit_array(
 
 
 def native_grid(
-    source: Source, *, patch: int, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Source, *, patch: int, max_pixels: int = DEFAULT_MAX_PIXELS, orient: bool = True
 ) -> tuple[int, int]:
     """The patch grid of ``source`` at its native size (``--size 0``), read from its header only.
 
@@ -1033,6 +1033,10 @@ def native_grid(
     swapped); no pixel is decoded. The file is opened as :func:`decode` opens it (regular files,
     the formats of :data:`FORMATS` only). InputError when the file cannot be read or is smaller
     than one patch.
+
+    ``orient=False`` skips the EXIF orientation, which Pillow may only find by decoding the whole
+    file (a PNG whose eXIf chunk follows its pixels): the number of patches is the same either
+    way, which is all a memory budget needs.
     """
     _check_max_pixels(max_pixels)
     try:
@@ -1040,7 +1044,7 @@ def native_grid(
         try:
             with _pillow_limit_lifted, Image.open(file, formats=_formats()) as opened:
                 width, height = opened.size
-                if _orientation(opened) in (5, 6, 7, 8):
+                if orient and _orientation(opened) in (5, 6, 7, 8):
                     width, height = height, width
         finally:
             if file is not source:

@@ -246,7 +246,7 @@ def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
         settings = task.job.image
         if settings.size == 0:  # the work depends on the image's size: judged from its header
             check_work(task.job, imageio.native_grid(
-                file.source, patch=settings.patch, max_pixels=settings.max_pixels
+                file.source, patch=settings.patch, max_pixels=settings.max_pixels, orient=False
             ))  # fmt: skip
         loaded = imageio.load_image(
             file.source,

@@ -351,11 +351,11 @@ def _first_grid(job, everything: Sequence[discover.ImageFile]) -> tuple[int, int
     from soartc_cli.jobs import check_work
 
     for file in everything[:64]:
+        options = {"patch": job.image.patch, "max_pixels": job.image.max_pixels}
         try:
-            grid = native_grid(file.source, patch=job.image.patch, max_pixels=job.image.max_pixels)
-            if hasattr(job, "work_bytes"):
-                check_work(job, grid)  # an image refused for its size does not fix the columns
-            return grid
+            if hasattr(job, "work_bytes"):  # an image refused for its size fixes no columns
+                check_work(job, native_grid(file.source, orient=False, **options))
+            return native_grid(file.source, **options)
         except SoartcError:
             continue
     return None

@@ -154,14 +154,6 @@ def test_a_huge_image_is_skipped_for_its_working_memory_at_once(huge, tmp_path):
     assert rows(tmp_path / "o.csv") == ["path,label,width,height"]  # no grid: no value column
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="imageio.native_grid (called by runner._first_grid and, with --size 0, by "
-    "jobs._process_image before each image) asks PIL for the EXIF orientation, and "
-    "PngImageFile.getexif() loads the whole image when no eXIf chunk came before IDAT: the "
-    "'header only' grid of a PNG decodes every pixel (75 MB here; 0.13 s, a second full decode, "
-    "for a 12 Mpx PNG)",
-)
 def test_a_huge_image_is_refused_before_it_is_decoded(huge, tmp_path):
     probe = (
         "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
