@@ -1,6 +1,6 @@
 """In-process measurements for ``bench_pipeline.py``, each run in a fresh interpreter.
 
-Usage: ``python _bench_child.py MODE ROOT [fast]`` with the image paths (relative to ROOT), one a
+Usage: ``python _bench_child.py MODE ROOT`` with the image paths (relative to ROOT), one a
 line, on standard input; prints one JSON object on standard output.
 
 Modes
@@ -10,11 +10,9 @@ Modes
 ``stages``
     The per-image split of the pipeline, every stage timed on every image: decode (Pillow
     open + load), fit (``load_image`` minus decode), transforms + metrics
-    (``features.soartc_features`` with default settings), formatting (``writers.format_image``,
-    wide CSV), plus finer detail of ``load_image`` (``decode``, ``to_array``, ``fit``). With
-    ``fast``, the compiled core (``soartc_cli._fastcore``) is built first (its start timed) and
-    ``soartc_features`` is also timed with it on every image, right after the numpy core, and
-    checked to give the same numbers.
+    (``features.soartc_features`` with default settings), formatting (the CSV format's encoder
+    of ``soartc_cli.formats``, wide layout of ``soartc_cli.layouts``), plus finer detail of
+    ``load_image`` (``decode``, ``to_array``, ``fit``).
 
 The process is set up as the ``soartc`` program sets itself up (one BLAS thread, glibc malloc
 thresholds raised) before numpy is imported, so that it compares with ``soartc compute``.
@@ -68,7 +66,7 @@ def measure_decode(paths: list[str]) -> dict:
     return {"images": len(paths), "seconds": seconds, "images_per_s": len(paths) / seconds}
 
 
-def measure_stages(root: str, relative: list[str], *, fast: bool = False) -> dict:
+def measure_stages(root: str, relative: list[str]) -> dict:
     """Time every stage of the pipeline on every image, in this process.
 
     Parameters
@@ -77,8 +75,6 @@ def measure_stages(root: str, relative: list[str], *, fast: bool = False) -> dic
         Folder the paths are relative to (paths and labels as ``soartc compute ROOT`` names them).
     relative : list of str
         Image paths relative to ``root``.
-    fast : bool
-        Also time the compiled core (``features_fast``) on every image.
 
     Returns
     -------
@@ -86,10 +82,8 @@ def measure_stages(root: str, relative: list[str], *, fast: bool = False) -> dic
         ``images``; ``ms``: milliseconds per image of each stage (``decode``, ``fit``,
         ``features``, ``format``) and of the detail steps (``load_image``, ``imageio.decode``,
         ``imageio.to_array``, ``imageio.fit``), averaged over the images; ``row_chars``: mean
-        length of one formatted row; with ``fast``: ``ms["features_fast"]``,
-        ``fast_start_s`` (import of numba and loading of the kernel) and ``fast_max_rel_diff``.
+        length of one formatted row.
     """
-    import numpy as np
     from PIL import Image
 
     from soartc_cli import imageio
@@ -105,21 +99,11 @@ def measure_stages(root: str, relative: list[str], *, fast: bool = False) -> dic
     metrics = METRIC_PRESETS["soart3"]
     fmt = choose_format("out.csv")
     columns = Columns(None, tuple(transforms), tuple(metrics))
-    fast_start = None
-    if fast:
-        started = time.perf_counter()
-        if not _fastcore.enable():
-            raise SystemExit("the compiled core is unavailable (numba missing)")
-        _fastcore.disable()
-        fast_start = time.perf_counter() - started
     _warm_up(paths, imageio.load_image)
     clock = time.perf_counter
     totals = dict.fromkeys(
         ("decode", "load_image", "features", "format", "d_decode", "d_to_array", "d_fit"), 0.0
     )
-    if fast:
-        totals["features_fast"] = 0.0
-    worst = 0.0
     chars = 0
     names_cache: dict[tuple[int, int], list[str]] = {}
     for path, rel in zip(paths, relative, strict=True):
@@ -154,21 +138,10 @@ def measure_stages(root: str, relative: list[str], *, fast: bool = False) -> dic
         totals["d_to_array"] += t7 - t6
         totals["d_fit"] += t8 - t7
         chars += len(text)
-        if fast:
-            _fastcore.enabled = True
-            t9 = clock()
-            compiled = soartc_features(loaded.pixels)
-            totals["features_fast"] += clock() - t9
-            _fastcore.disable()
-            scale = np.maximum(np.abs(values), 1.0)  # delta and residuals cancel: see the tests
-            worst = max(worst, float(np.nanmax(np.abs(compiled - values) / scale)))
     count = len(paths)
     ms = {k: 1000.0 * v / count for k, v in totals.items()}
     ms["fit"] = ms["load_image"] - ms["decode"]
-    result = {"images": count, "ms": ms, "row_chars": chars / count}
-    if fast:
-        result |= {"fast_start_s": fast_start, "fast_max_rel_diff": worst}
-    return result
+    return {"images": count, "ms": ms, "row_chars": chars / count}
 
 
 def main() -> int:
@@ -179,7 +152,7 @@ def main() -> int:
     if mode == "decode":
         result = measure_decode([os.path.join(root, r) for r in relative])
     elif mode == "stages":
-        result = measure_stages(root, relative, fast=sys.argv[3:] == ["fast"])
+        result = measure_stages(root, relative)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     json.dump(result, sys.stdout)

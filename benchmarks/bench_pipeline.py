@@ -9,13 +9,13 @@ of this shared machine hits all of them alike), it reports medians of:
 - decode + fit only: ``soartc_cli.imageio.load_image`` in a loop, in one process (images/s);
 - ``soartc compute CORPUS -o out.csv --workers 1`` and ``--workers 2``: whole process, wall time,
   CSV written (images/s), and their start-up cost (the same command on one image);
-- the same two commands with the optional compiled core (``soartc_cli._fastcore``) turned on
-  in the parent before the workers fork, when numba is installed (``--fastcore off`` to skip);
-- any extra command line of :data:`EXTRA_COMMANDS` (other outputs, other layouts);
+- the command lines of :data:`EXTRA_COMMANDS` with 1 worker: Parquet output, the pooled layout
+  (issue 9) and ``soartc score`` with a model fitted (untimed) on the first 100 images, each
+  with its ratio to ``compute --workers 1``; score's time per image against compute's is issue
+  10's target (at most 1.10);
 - the acceptance ratios of issue 12 on the 2,000 corpus: compute(1 worker)/decode+fit ≥ 0.65,
   compute(2)/compute(1) ≥ 1.8, and the metric step (``soartc_features``) ≤ 0.3 ms per image;
-- the per-image split in one process: decode, fit, transforms + metrics (numpy core, and the
-  compiled core when available), formatting;
+- the per-image split in one process: decode, fit, transforms + metrics, formatting;
 - the peak memory of the whole process tree of ``soartc compute --workers 2`` on 100 images and
   on the whole corpus (target: within 25% of each other);
 - the same throughput figures and split on the 4000×3000 corpus;
@@ -68,6 +68,10 @@ TARGET_COMPUTE_VS_DECODE = 0.65
 TARGET_TWO_VS_ONE = 1.8
 TARGET_METRIC_MS = 0.3
 TARGET_MEMORY_GROWTH = 1.25
+#: Issue 10: ``soartc score``'s time per image at most this many times ``compute``'s.
+TARGET_SCORE_VS_COMPUTE = 1.10
+#: Good images the model of the ``score`` row is fitted on (the first ones of the corpus).
+MODEL_IMAGES = 100
 #: A measurement is "quiet" when other processes used less than this many cores meanwhile.
 QUIET_CORES = 0.2
 #: Interval between two samples of the process tree's memory, in seconds.
@@ -75,27 +79,30 @@ MEMORY_SAMPLE_S = 0.005
 #: Images of the per-stage split (every stage of every image is timed, some twice).
 STAGE_IMAGES = {"vga": 400, "photo": 10}
 
-#: Extra whole-process rows on the 2,000 corpus: ``(key, label, arguments)``; the arguments
-#: follow ``soartc compute CORPUS``, with ``{out}`` replaced by a folder for outputs. Each is
-#: timed by :func:`run_command` and reported next to the CSV rows; a CSV, JSON Lines or Parquet
-#: output (by its suffix) is checked to hold as many rows for each image (Parquet with pyarrow).
-#: E.g.:
-#: ``("parquet_w1", "-o out.parquet --workers 1", ["-o", "{out}/o.parquet", "--workers", "1"])``
-EXTRA_COMMANDS: list[tuple[str, str, list[str]]] = []
-
-#: ``python -c`` program that runs ``soartc`` with the compiled core turned on in the parent
-#: before anything forks (what the runner does for big batches once it is wired in).
-FASTCORE_PROGRAM = (
-    "import sys\n"
-    "from soartc_cli._startup import prepare_process\n"
-    "prepare_process()\n"
-    "from soartc_cli import _fastcore\n"
-    "if not _fastcore.enable():\n"
-    "    sys.exit('bench: the compiled core is unavailable (numba missing)')\n"
-    "from soartc_cli.__main__ import main\n"
-    "sys.argv[0] = 'soartc'\n"
-    "main()\n"
-)
+#: Extra whole-process rows on the 640×480 corpus: ``(key, label, arguments)``; the arguments
+#: follow ``soartc``, with ``{inputs}`` replaced by the corpus folder, ``{out}`` by a folder for
+#: outputs and ``{model}`` by the model that :func:`fit_model` made (untimed) on the first
+#: :data:`MODEL_IMAGES` images. Each is timed by :func:`run_command` in the same interleaved
+#: repetitions as the CSV rows and reported with its ratio to ``compute_w1``; a CSV, JSON Lines or
+#: Parquet output (by its suffix) is checked to hold as many rows for each image (Parquet with
+#: pyarrow).
+EXTRA_COMMANDS: list[tuple[str, str, list[str]]] = [
+    (
+        "parquet_w1",
+        "compute -o out.parquet --workers 1",
+        ["compute", "{inputs}", "-o", "{out}/o.parquet", "--workers", "1"],
+    ),
+    (
+        "pooled_w1",
+        "compute --layout pooled -o out.csv --workers 1",
+        ["compute", "{inputs}", "--layout", "pooled", "-o", "{out}/pooled.csv", "--workers", "1"],
+    ),
+    (
+        "score_w1",
+        "score --model M.npz -o out.csv --workers 1",
+        ["score", "{inputs}", "--model", "{model}", "-o", "{out}/score.csv", "--workers", "1"],
+    ),
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,16 +337,8 @@ class QuietGate:
 # Running soartc
 
 
-def soartc_command(*, fastcore: bool = False) -> list[str]:
-    """How to start the ``soartc`` program of this interpreter's environment.
-
-    Parameters
-    ----------
-    fastcore : bool
-        Start it with the compiled core turned on in the parent (:data:`FASTCORE_PROGRAM`).
-    """
-    if fastcore:
-        return [sys.executable, "-c", FASTCORE_PROGRAM]
+def soartc_command() -> list[str]:
+    """How to start the ``soartc`` program of this interpreter's environment."""
     script = Path(sys.executable).parent / "soartc"
     return [str(script)] if script.exists() else [sys.executable, "-m", "soartc_cli"]
 
@@ -381,24 +380,30 @@ def count_rows(path: Path) -> tuple[str, int | None]:
 
 
 def run_command(
-    inputs: str, arguments: Sequence[str], *, expect: int, out: Path, fastcore: bool = False
+    inputs: str,
+    arguments: Sequence[str],
+    *,
+    expect: int,
+    out: Path,
+    model: Path | None = None,
 ) -> dict:
-    """Time one whole ``soartc compute INPUTS ARGUMENTS…`` process.
+    """Time one whole ``soartc ARGUMENTS…`` process.
 
     Parameters
     ----------
     inputs : str
-        Folder or file given to the command.
+        Folder or file given to the command: replaces ``{inputs}`` in ``arguments``.
     arguments : sequence of str
-        The rest of the command line; ``{out}`` in an argument is replaced by ``out``. The
+        The command line after ``soartc`` (sub-command first); ``{inputs}``, ``{out}`` and
+        ``{model}`` in an argument are replaced by ``inputs``, ``out`` and ``model``. The
         output file is the argument after ``-o``/``--output``.
     expect : int
         Number of images; a CSV, JSON Lines or Parquet output must hold a whole positive
         multiple of it as rows (one per image, or as many per image in a long layout).
     out : Path
         Folder for the outputs (overwritten).
-    fastcore : bool
-        Run with the compiled core turned on (:func:`soartc_command`).
+    model : Path, optional
+        Model file of ``soartc score`` (``{model}``).
 
     Returns
     -------
@@ -410,8 +415,10 @@ def run_command(
     RuntimeError
         When the command fails or writes the wrong number of rows.
     """
-    arguments = [a.replace("{out}", str(out)) for a in arguments]
-    command = [*soartc_command(fastcore=fastcore), "compute", inputs, *arguments]
+    places = {"{inputs}": inputs, "{out}": str(out), "{model}": str(model)}
+    for key, value in places.items():
+        arguments = [a.replace(key, value) for a in arguments]
+    command = [*soartc_command(), *arguments]
     started = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
@@ -426,9 +433,7 @@ def run_command(
     return {"seconds": seconds, "images_per_s": expect / seconds, "sha256": digest}
 
 
-def run_compute(
-    inputs: str, workdir: Path, workers: int, *, expect: int, fastcore: bool = False
-) -> dict:
+def run_compute(inputs: str, workdir: Path, workers: int, *, expect: int) -> dict:
     """Run ``soartc compute INPUTS -o out.csv --workers N`` and time the whole process.
 
     Parameters
@@ -441,16 +446,57 @@ def run_compute(
         ``--workers``.
     expect : int
         Number of images; the CSV must have one row per image.
-    fastcore : bool
-        With the compiled core turned on.
 
     Returns
     -------
     dict
         See :func:`run_command`.
     """
-    arguments = ["-o", f"{{out}}/out-w{workers}.csv", "--workers", str(workers)]
-    return run_command(inputs, arguments, expect=expect, out=workdir, fastcore=fastcore)
+    arguments = [
+        "compute",
+        "{inputs}",
+        "-o",
+        f"{{out}}/out-w{workers}.csv",
+        "--workers",
+        str(workers),
+    ]
+    return run_command(inputs, arguments, expect=expect, out=workdir)
+
+
+def fit_model(inputs: str, workdir: Path, *, expect: int) -> Path:
+    """Make the model of the ``score`` row: ``soartc fit INPUTS -o MODEL.npz`` (untimed).
+
+    Default settings, so its features are those of ``compute``'s default.
+
+    Parameters
+    ----------
+    inputs : str
+        Folder of the good images.
+    workdir : Path
+        Where the model goes.
+    expect : int
+        Number of images in ``inputs`` (checked against the model's record).
+
+    Returns
+    -------
+    Path
+        The model file.
+
+    Raises
+    ------
+    RuntimeError
+        When ``soartc fit`` fails or fits on another number of images.
+    """
+    model = workdir / "model.npz"
+    command = [*soartc_command(), "fit", inputs, "-o", str(model), "--workers", "2", "-q"]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _check(done.returncode, done.stderr, command)
+    record = Path(f"{model}.meta.json")
+    if record.exists():
+        fitted = json.loads(record.read_text()).get("counts", {}).get("processed")
+        if fitted is not None and fitted != expect:
+            raise RuntimeError(f"{' '.join(command)}: fitted on {fitted} images, not {expect}")
+    return model
 
 
 def _check(returncode: int, stderr: str, command: list[str]) -> None:
@@ -571,7 +617,7 @@ def run_child(mode: str, root: Path, relative: list[str], *options: str) -> dict
     relative : list of str
         Image paths relative to ``root``.
     *options : str
-        More arguments of the child (``fast``).
+        More arguments of the child.
 
     Returns
     -------
@@ -605,33 +651,18 @@ def _warm(root: Path, relative: list[str]) -> None:
         (root / rel).read_bytes()
 
 
-def fastcore_available() -> bool:
-    """Whether this interpreter's environment can build the compiled core (numba installed)."""
-    code = "import sys\nfrom soartc_cli import _fastcore\nsys.exit(0 if _fastcore.enable() else 1)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO)
-    return done.returncode == 0
-
-
 def corpus_measurements(
-    prefix: str, root: Path, images: list[str], workdir: Path, *, stage_images: int, fast: bool
+    prefix: str, root: Path, images: list[str], workdir: Path, *, stage_images: int
 ) -> dict[str, Callable[[], dict]]:
     """Throughput measurements of one corpus (keys start with ``prefix``)."""
     n = len(images)
     staged = images[:stage_images]
-    rows = {
+    return {
         f"{prefix}decode_fit": lambda: run_child("decode", root, images),
         f"{prefix}compute_w1": lambda: run_compute(str(root), workdir, 1, expect=n),
         f"{prefix}compute_w2": lambda: run_compute(str(root), workdir, 2, expect=n),
-        f"{prefix}stages": lambda: run_child("stages", root, staged, *(["fast"] if fast else [])),
+        f"{prefix}stages": lambda: run_child("stages", root, staged),
     }
-    if fast:
-        rows[f"{prefix}fast_w1"] = lambda: run_compute(
-            str(root), workdir, 1, expect=n, fastcore=True
-        )
-        rows[f"{prefix}fast_w2"] = lambda: run_compute(
-            str(root), workdir, 2, expect=n, fastcore=True
-        )
-    return rows
 
 
 def measure(
@@ -641,7 +672,6 @@ def measure(
     quick: bool,
     reps: int,
     wait_budget: float,
-    fast: bool,
     log: Callable[[str], None],
 ) -> dict:
     """Run every measurement ``reps`` times, interleaved; return raw figures and medians.
@@ -659,8 +689,6 @@ def measure(
     wait_budget : float
         Seconds the run may spend waiting for other processes to leave the machine quiet
         before a measurement (see :class:`QuietGate`).
-    fast : bool
-        Also measure with the compiled core.
     log : callable
         Progress lines.
 
@@ -688,23 +716,20 @@ def measure(
     log(
         f"{n} images of 640×480 for throughput, memory on {len(small)} and {len(everything)}"
         + (f", {len(photo_images)} of 4000×3000" if photo_images else "")
-        + f"; {reps} reps; compiled core {'on' if fast else 'off'}"
+        + f"; {reps} reps"
     )
     _warm(corpus, list_images(corpus))
     subreaper = become_subreaper()
     workdir = Path(tempfile.mkdtemp(prefix="soartc-bench-"))
     stage_images = min(n, STAGE_IMAGES["vga"])
     try:
-        # Untimed warm-up: byte-compiled files, the forkserver's first start, the page cache,
-        # numba's on-disk cache of the compiled core.
+        # Untimed: byte-compiled files, the forkserver's first start, the page cache,
+        # and the model of the score row (fitted on the first sub-folder: the first images).
         run_compute(one, workdir, 2, expect=1)
-        if fast:
-            run_compute(one, workdir, 2, expect=1, fastcore=True)
+        model = fit_model(str(small_root), workdir, expect=len(small))
         run_child("decode", root, images[:20])
         reap_orphans()
-        measurements = corpus_measurements(
-            "", root, images, workdir, stage_images=stage_images, fast=fast
-        )
+        measurements = corpus_measurements("", root, images, workdir, stage_images=stage_images)
         measurements |= {
             "startup_w1": lambda: run_compute(one, workdir, 1, expect=1),
             "startup_w2": lambda: run_compute(one, workdir, 2, expect=1),
@@ -713,18 +738,14 @@ def measure(
                 [str(r) for r in memory_roots], workdir, 2, expect=len(everything)
             ),
         }
-        if fast:
-            measurements["startup_fast_w1"] = lambda: run_compute(
-                one, workdir, 1, expect=1, fastcore=True
-            )
         for key, _, arguments in EXTRA_COMMANDS:
             measurements[key] = lambda arguments=arguments: run_command(
-                str(root), arguments, expect=n, out=workdir
+                str(root), arguments, expect=n, out=workdir, model=model
             )
         if photo_root is not None:
             measurements |= corpus_measurements(
                 "photo_", photo_root, photo_images, workdir,
-                stage_images=min(len(photo_images), STAGE_IMAGES["photo"]), fast=fast,
+                stage_images=min(len(photo_images), STAGE_IMAGES["photo"]),
             )  # fmt: skip
         gate = QuietGate(wait_budget, QUIET_CORES)
         names = list(measurements)
@@ -748,7 +769,7 @@ def measure(
         "stage_images": stage_images,
         "throughput_root": str(root),
         "photo_root": str(photo_root) if photo_root else None,
-        "fastcore": fast,
+        "model_images": len(small),
         "extra_commands": [[key, label] for key, label, _ in EXTRA_COMMANDS],
         "subreaper": subreaper,
         "quiet_threshold_cores": QUIET_CORES,
@@ -809,11 +830,7 @@ def summarise(raw: dict) -> dict:
         ms = {k: _median([r["ms"][k] for r in runs[name]]) for k in keys}
         main = ("decode", "fit", "features", "format")
         total = sum(ms[k] for k in main)
-        split = {"ms": ms, "share": {k: ms[k] / total for k in main}, "total_ms": total}
-        if "fast_start_s" in runs[name][0]:
-            split["fast_start_s"] = _median([r["fast_start_s"] for r in runs[name]])
-            split["fast_max_rel_diff"] = max(r["fast_max_rel_diff"] for r in runs[name])
-        return split
+        return {"ms": ms, "share": {k: ms[k] / total for k in main}, "total_ms": total}
 
     def memory(name: str, key: str) -> float:
         return _median([r[key] for r in runs[name]])
@@ -837,21 +854,14 @@ def summarise(raw: dict) -> dict:
         "memory_all_over_100": _target(growth, TARGET_MEMORY_GROWTH, at_most=True)
         | {"value_sum_of_process_peaks": growth_hwm},
     }
-    fast = None
-    if raw["fastcore"]:
-        f1, f2 = rate("fast_w1"), rate("fast_w2")
-        fast = {
-            "compute_w1_over_decode_fit": _target(f1 / decode, TARGET_COMPUTE_VS_DECODE),
-            "compute_w2_over_w1": _target(f2 / f1, TARGET_TWO_VS_ONE),
-            "metric_step_ms": _target(split["ms"]["features_fast"], TARGET_METRIC_MS, at_most=True),
-            "fast_w1_over_compute_w1": f1 / w1,
-            "fast_w2_over_compute_w2": f2 / w2,
-            "startup_s": _median([r["seconds"] for r in runs["startup_fast_w1"]]),
-            "csv_identical_to_numpy_core": all(
-                a["sha256"] == b["sha256"]
-                for a, b in zip(runs["fast_w1"], runs["compute_w1"], strict=True)
-            ),
-        }
+    extra = {}
+    for key, _ in raw["extra_commands"]:
+        extra[key] = {"images_per_s": rate(key), "over_compute_w1": rate(key) / w1}
+    if "score_w1" in runs:
+        # Time per image of score over compute's: the inverse ratio of their throughputs.
+        targets["score_over_compute_time"] = _target(
+            w1 / rate("score_w1"), TARGET_SCORE_VS_COMPUTE, at_most=True
+        )
     photo = None
     if raw["images_photo"]:
         p_decode, p1, p2 = rate("photo_decode_fit"), rate("photo_compute_w1"), rate(
@@ -863,8 +873,6 @@ def summarise(raw: dict) -> dict:
             "compute_w2_over_w1": p2 / p1,
             "stages": stages("photo_stages"),
         }
-        if raw["fastcore"]:
-            photo["fast_w1_over_decode_fit"] = rate("photo_fast_w1") / p_decode
 
     def quiet_rates(name: str) -> list[float]:
         return [r["images_per_s"] for r in runs[name] if r["cpu"]["others_cores"] < QUIET_CORES]
@@ -908,8 +916,6 @@ def summarise(raw: dict) -> dict:
     # Less sensitive than wall time to what other users of the machine run meanwhile (but not
     # blind to it: they share caches and cores), so reported next to the targets, not instead.
     cpu_ratios = {"compute_w1_over_decode_fit": cpu_ratio("compute_w1")}
-    if fast is not None:
-        cpu_ratios["fast_w1_over_decode_fit"] = cpu_ratio("fast_w1")
     return {
         "images": n,
         "cpu_time_ratios": cpu_ratios,
@@ -918,7 +924,7 @@ def summarise(raw: dict) -> dict:
         "steady_state_images_per_s": {"w1": steady1, "w2": steady2},
         "csv_identical_w1_w2": identical,
         "targets": targets,
-        "fastcore": fast,
+        "extra_commands": extra,
         "photo": photo,
         "stages": split,
         "memory_mib": mem,
@@ -968,14 +974,13 @@ ROW_LABELS = {
     "decode_fit": "decode+fit only (load_image loop, 1 process)",
     "compute_w1": "soartc compute -o out.csv --workers 1",
     "compute_w2": "soartc compute -o out.csv --workers 2",
-    "fast_w1": "  the same, compiled core, --workers 1",
-    "fast_w2": "  the same, compiled core, --workers 2",
 }
 
 
 def _throughput_lines(summary: dict, prefix: str, labels: dict[str, str]) -> list[str]:
     t, cpu = summary["throughput"], summary["cpu"]
     lines = []
+    base = t[prefix + "compute_w1"]["median"]
     for key, label in labels.items():
         if prefix + key not in t:
             continue
@@ -983,8 +988,8 @@ def _throughput_lines(summary: dict, prefix: str, labels: dict[str, str]) -> lis
         spread = f"[{s['min']:.1f}–{s['max']:.1f}]"
         load = cpu[prefix + key]
         lines.append(
-            f"  {label:<46} {s['median']:8.1f} {spread:>15} {load['own_cpu_ms_per_image']:11.2f}"
-            f" {load['others_cores']:7.2f}"
+            f"  {label:<52} {s['median']:8.1f} {spread:>15} {s['median'] / base:8.3f}"
+            f" {load['own_cpu_ms_per_image']:11.2f} {load['others_cores']:7.2f}"
         )
     return lines
 
@@ -996,18 +1001,12 @@ def _stage_lines(split: dict) -> list[str]:
         ("decode", "decode (Pillow open + load)"),
         ("fit", "fit (luma + resize = load_image − decode)"),
         ("features", "transforms + metrics (soartc_features)"),
-        ("format", "formatting (format_image, wide CSV)"),
+        ("format", "formatting (CSV encoder, wide layout)"),
     ):
         lines.append(f"  {label:<44} {ms[key]:7.3f} ms  {100 * share[key]:5.1f}%")
     lines.append(
         f"  {'total':<44} {split['total_ms']:7.3f} ms  (≈ {1000 / split['total_ms']:.0f} images/s)"
     )
-    if "features_fast" in ms:
-        lines.append(
-            f"  {'transforms + metrics, compiled core':<44} {ms['features_fast']:7.3f} ms"
-            f"  (start {split['fast_start_s']:.2f} s; max rel. diff"
-            f" {split['fast_max_rel_diff']:.1e})"
-        )
     lines.append(
         f"  detail: imageio.decode {ms['d_decode']:.3f} ms (open + load + EXIF), "
         f"to_array (luma) {ms['d_to_array']:.3f} ms, fit (resize) {ms['d_fit']:.3f} ms"
@@ -1052,8 +1051,8 @@ def render(facts: dict, summary: dict, raw: dict, *, reps: int, quick: bool) -> 
     mem = summary["memory_mib"]
     changed = facts["git"]["package_files_changed"]
     header = (
-        f"  {'Throughput (images/s)':<46} {'median':>8} {'[min–max]':>15} {'CPU ms/img':>11}"
-        f" {'others':>7}"
+        f"  {'Throughput (images/s)':<52} {'median':>8} {'[min–max]':>15} {'×comp(1)':>8}"
+        f" {'CPU ms/img':>11} {'others':>7}"
     )
     lines = [
         f"soartc benchmark{' (QUICK: indicative only)' if quick else ''}",
@@ -1064,25 +1063,21 @@ def render(facts: dict, summary: dict, raw: dict, *, reps: int, quick: bool) -> 
         f"{facts['libjpeg_turbo']}), scipy {facts['scipy']}, BLAS {blas_text}",
         f"  {n} JPEG photos 640×480; medians of {reps} interleaved repetition(s) "
         f"[min–max]; load average {facts.get('loadavg_before')} → {facts.get('loadavg_after')}",
-        "  others = CPU cores used by other processes of this machine meanwhile (median); "
-        "CPU ms/img: every process of the measurement, start-up included",
+        "  ×comp(1) = median images/s over compute --workers 1's; others = CPU cores used by"
+        " other processes of this machine meanwhile (median); CPU ms/img: every process of the"
+        " measurement, start-up included",
         "",
         header,
     ]
     labels = dict(ROW_LABELS)
     for key, label in raw["extra_commands"]:
-        labels[key] = f"soartc compute {label}"
+        labels[key] = f"soartc {label}"
     lines += _throughput_lines(summary, "", labels)
     st = summary["startup_seconds"]
     ss = summary["steady_state_images_per_s"]
     lines += [
         f"  start-up (same command on 1 image): {st['w1']:.2f} s (1 worker), "
-        f"{st['w2']:.2f} s (2 workers)"
-        + (
-            f", {summary['fastcore']['startup_s']:.2f} s (compiled core, 1 worker)"
-            if summary["fastcore"]
-            else ""
-        ),
+        f"{st['w2']:.2f} s (2 workers)",
         f"  without start-up: {ss['w1']:.1f} images/s (1 worker), {ss['w2']:.1f} (2 workers)",
         "  CSV byte-identical for 1 and 2 workers: "
         + ("yes" if summary["csv_identical_w1_w2"] else "NO"),
@@ -1099,31 +1094,19 @@ def render(facts: dict, summary: dict, raw: dict, *, reps: int, quick: bool) -> 
         f"  peak memory all / 100 images       {tg['memory_all_over_100']['value']:6.3f}"
         f"   target ≤ {TARGET_MEMORY_GROWTH}  " + _verdict(tg["memory_all_over_100"]["pass"]),
     ]
+    if "score_over_compute_time" in tg:
+        score = tg["score_over_compute_time"]
+        lines.append(
+            f"  score / compute time per image     {score['value']:6.3f}"
+            f"   target ≤ {TARGET_SCORE_VS_COMPUTE}  "
+            + _verdict(score["pass"])
+            + f"  (issue 10; model fitted on {raw['model_images']} images)"
+        )
     cpu_ratios = summary["cpu_time_ratios"]
     lines.append(
         "  by CPU time (start-ups included; less sensitive to other load): compute(1 worker) /"
         f" decode+fit {cpu_ratios['compute_w1_over_decode_fit']:.3f}"
-        + (
-            f", with the compiled core {cpu_ratios['fast_w1_over_decode_fit']:.3f}"
-            if "fast_w1_over_decode_fit" in cpu_ratios
-            else ""
-        )
     )
-    fast = summary["fastcore"]
-    if fast:
-        lines += [
-            "  with the compiled core:",
-            f"    compute(1 worker) / decode+fit   "
-            f"{fast['compute_w1_over_decode_fit']['value']:6.3f}   "
-            + _verdict(fast["compute_w1_over_decode_fit"]["pass"]),
-            f"    compute(2 workers) / compute(1)  {fast['compute_w2_over_w1']['value']:6.3f}"
-            "   " + _verdict(fast["compute_w2_over_w1"]["pass"]),
-            f"    metric step, ms per image        {fast['metric_step_ms']['value']:6.3f}"
-            "   " + _verdict(fast["metric_step_ms"]["pass"]),
-            f"    against the numpy core: ×{fast['fast_w1_over_compute_w1']:.3f} (1 worker),"
-            f" ×{fast['fast_w2_over_compute_w2']:.3f} (2 workers); CSV byte-identical: "
-            + ("yes" if fast["csv_identical_to_numpy_core"] else "no (rounding, see tests)"),
-        ]
     lines += [
         "",
         f"Per image, one process, first {raw['stage_images']} images (ms, share of the total)",
@@ -1198,12 +1181,6 @@ def main(argv: list[str] | None = None) -> int:
         help="4000×3000 corpus folder",
     )
     parser.add_argument("--no-photo", action="store_true", help="skip the 4000×3000 corpus")
-    parser.add_argument(
-        "--fastcore",
-        choices=("auto", "off"),
-        default="auto",
-        help="also measure with the compiled core when numba is installed (default auto)",
-    )
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT, help="where the JSON goes")
     parser.add_argument(
         "--wait-budget",
@@ -1221,9 +1198,6 @@ def main(argv: list[str] | None = None) -> int:
     photo_manifest = None
     if not args.no_photo:
         photo_manifest = ensure_corpus(args.sources, args.photo_corpus, PHOTO, log=log)
-    fast = args.fastcore == "auto" and fastcore_available()
-    if args.fastcore == "auto" and not fast:
-        log("the compiled core is unavailable (numba missing): numpy core only")
     facts = machine_facts()
     facts["loadavg_before"] = _loadavg()
     try:
@@ -1234,7 +1208,6 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             reps=reps,
             wait_budget=budget,
-            fast=fast,
             log=log,
         )
     except RuntimeError as exc:
