@@ -20,7 +20,7 @@ from typing import IO
 
 from soartc_cli import outputs
 from soartc_cli.errors import UsageError
-from soartc_cli.formats import format_of
+from soartc_cli.formats import dictionary_columns, format_of
 from soartc_cli.record import record_json
 
 __all__ = ["merge_outputs", "merge_records"]
@@ -195,7 +195,7 @@ def _write_rows(fmt_name: str, stream: IO[bytes], header: list[str], rows, preci
             for n in header
         ]
         schema = pa.schema([pa.field(n, k) for n, k in zip(header, kinds, strict=True)])
-        writer = pq.ParquetWriter(stream, schema)
+        writer = pq.ParquetWriter(stream, schema, use_dictionary=dictionary_columns(schema))
         batch: list[list] = []
         written = [False]
 
