@@ -292,10 +292,25 @@ def _fit(
     features: np.ndarray, rows: np.ndarray, unit_space: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     center, scale = _scaling(features, rows)
-    z = _z(features, rows, center, scale)
-    n, n_patches, k = z.shape
-    groups = z.transpose(1, 0, 2) if unit_space == "position" else z.reshape(1, n * n_patches, k)
-    means, precisions, delta = _gaussian(groups)
+    if unit_space != "position":
+        z = _z(features, rows, center, scale)
+        n, n_patches, k = z.shape
+        means, precisions, delta = _gaussian(z.reshape(1, n * n_patches, k))
+        return center, scale, means, precisions, delta
+    # Positions are independent: their z is made a few positions at a time (a block of about
+    # _CHUNK_VALUES values), so fitting holds the features and one block, never a second copy.
+    _, n_patches, k = features.shape
+    means, precisions, delta = (
+        np.empty((n_patches, k)),
+        np.empty((n_patches, k, k)),
+        np.empty(n_patches),
+    )
+    step = max(1, _CHUNK_VALUES // (len(rows) * k))
+    for first in range(0, n_patches, step):
+        block = features[rows, first : first + step].astype(np.float64)  # (n, c, k), a copy
+        _scale_into(block, center, scale)
+        part = slice(first, first + block.shape[1])
+        means[part], precisions[part], delta[part] = _gaussian(block.transpose(1, 0, 2))
     return center, scale, means, precisions, delta
 
 
