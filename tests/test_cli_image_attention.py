@@ -179,7 +179,7 @@ def _visible(directory):
 def test_maps_are_written_for_every_image(folder, tmp_path, command):
     out = tmp_path / "maps"
     result = invoke(command, folder, "--maps", out, "--size", 32, "--patch", 8, "--workers", 1,
-                    "-o", tmp_path / "res.csv")  # fmt: skip
+                    "-o", tmp_path / "res.csv", "--precision", 17)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert _visible(out) == ["two.png", "x__one.png"]
     assert (out / maps.MAPS_MARKER).is_file()  # the hidden marker: never read as input images
@@ -190,6 +190,19 @@ def test_maps_are_written_for_every_image(folder, tmp_path, command):
                            transforms=transforms, metrics=metrics)  # fmt: skip
     with Image.open(out / "x__one.png") as picture:
         assert picture.size == (expected.width, expected.height)
+        drawn = np.asarray(picture.convert("RGB"))
+    # The picture is the one render_map draws from the image's own values, pixel for pixel: the
+    # values read back from the run's CSV at --precision 17, the pixels from the loader.
+    rows = {row["path"]: row for row in csv.DictReader(open(tmp_path / "res.csv"))}
+    row = rows["x/one.png"]
+    names = patch_names(4, 4)
+    values = np.array(
+        [[[float(row[f"{t}.{m}.{p}"]) for p in names] for m in metrics] for t in transforms]
+    )[np.newaxis]
+    pixels = load_image(folder / "x" / "one.png", size=32, patch=8).pixels
+    again = maps.render_map(pixels, values, grid=(4, 4), channels=("luma",),
+                            transforms=transforms, metrics=metrics, title="x/one.png")  # fmt: skip
+    assert np.array_equal(np.asarray(again.convert("RGB")), drawn)
 
 
 def test_maps_name_collisions_are_announced(tmp_path):

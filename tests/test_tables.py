@@ -103,3 +103,16 @@ def test_transform_listing_shows_kernels_with_values_presets_and_metrics():
     for word in ("datum", "default datum", "bend1", "rot90", "flip_lr", "soartc", "soart3",
                  "user kernel", "β = ⟨s,m⟩ / ⟨s,s⟩", " -4"):  # fmt: skip
         assert word in text, word
+    # Every kernel's values, row by row, and every metric's formula and neutral value: a listing
+    # that named things without their values would fail here.
+    lines = [" ".join(line.replace("│", " ").split()) for line in text.splitlines()]
+    for name, kernel in {**KERNELS, **user}.items():
+        for values in kernel.tolist():
+            row = " ".join(f"{v:g}" for v in values)
+            assert any(row in line for line in lines), f"{name}: row {row} not listed"
+    from soartc_cli.rt import METRICS_REGISTRY
+
+    for metric in METRICS_REGISTRY.values():
+        line = next((line for line in lines if line.startswith(metric.name + " ")), "")
+        assert metric.formula.split(" (")[0] in line, metric.name
+        assert line.endswith(f"{metric.neutral:g}") or f" {metric.neutral:g}" in line, metric.name
