@@ -513,15 +513,18 @@ def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return _decode(source, max_pixels=max_pixels, budget=None)
 
 
-def _decode(source: Source, *, max_pixels: int, budget: _Budget | None) -> Image.Image:
-    formats = _formats()
+@contextlib.contextmanager
+def _opened(source: Source) -> Iterator[Image.Image]:
+    """``source`` opened by Pillow (lazily: the header read) as every reader here opens it: a
+    path only when it is a regular file, the plugins of :data:`FORMATS` only, Pillow's own pixel
+    limit lifted (``max_pixels`` replaces it). Errors are InputErrors with the reason."""
     try:
         file, length = _open_regular(source) if _is_path(source) else (source, None)
         try:
             if length == 0:
                 raise InputError("empty file")
-            with _pillow_limit_lifted, Image.open(file, formats=formats) as opened:
-                image = _upright(opened, max_pixels=max_pixels, budget=budget)
+            with _pillow_limit_lifted, Image.open(file, formats=_formats()) as opened:
+                yield opened
         finally:
             if file is not source:
                 file.close()
@@ -529,6 +532,11 @@ def _decode(source: Source, *, max_pixels: int, budget: _Budget | None) -> Image
         raise
     except _DECODE_ERRORS as exc:
         raise InputError(_reason(exc, source)) from exc
+
+
+def _decode(source: Source, *, max_pixels: int, budget: _Budget | None) -> Image.Image:
+    with _opened(source) as opened:
+        image = _upright(opened, max_pixels=max_pixels, budget=budget)
     # Leaving the with-block closed the file; the loaded pixels stay in memory.
     if image.width < 1 or image.height < 1:
         raise InputError("image has no pixels")
@@ -1039,20 +1047,10 @@ def native_grid(
     way, which is all a memory budget needs.
     """
     _check_max_pixels(max_pixels)
-    try:
-        file, _ = _open_regular(source) if _is_path(source) else (source, None)
-        try:
-            with _pillow_limit_lifted, Image.open(file, formats=_formats()) as opened:
-                width, height = opened.size
-                if orient and _orientation(opened) in (5, 6, 7, 8):
-                    width, height = height, width
-        finally:
-            if file is not source:
-                file.close()
-    except InputError:
-        raise
-    except _DECODE_ERRORS as exc:
-        raise InputError(_reason(exc, source)) from exc
+    with _opened(source) as opened:
+        width, height = opened.size
+        if orient and _orientation(opened) in (5, 6, 7, 8):
+            width, height = height, width
     if width * height > max_pixels or width < patch or height < patch:
         raise InputError(f"image is {width}×{height}: no patch grid")
     return height // patch, width // patch
