@@ -45,6 +45,7 @@ class _FeatureLayout(Layout):
     """One image → its ``(N, k)`` patch vectors (channel → transform → metric per patch)."""
 
     name = "features"
+    grid_hint = "a unit space compares patch positions: fit images of one size, or use --size"
 
     def value_names(self, columns, names):
         return feature_names(columns)
@@ -176,6 +177,7 @@ class ScoreLayout(Layout):
     """``path,label,width,height,score,anomalous,patch_max`` then ``md.{patch}`` (SPEC §10)."""
 
     name = "score"
+    grid_hint = "the model's patch positions: score images of the size it was fitted on"
 
     def key_names(self, columns):
         return [*HEAD, "score", "anomalous", "patch_max"]

@@ -170,6 +170,9 @@ class Layout:
 
     name: str = ""
     per_image: bool = True
+    #: Why every image needs the first one's patch grid, and what to do: the end of the reason an
+    #: image with another grid is skipped for (layouts whose columns depend on the grid).
+    grid_hint: str = "every image needs the same patch grid here; use --size"
 
     def value_names(self, columns: Columns, names: Sequence[str]) -> list[str]:
         """Names of the number columns."""
@@ -216,6 +219,10 @@ class WideLayout(Layout):
     """One row per image: ``[{channel}.]{transform}.{metric}.{patch}`` for every patch."""
 
     name = "wide"
+    grid_hint = (
+        "the wide layout needs the same columns in every row; use --size, or --layout long, "
+        "summary or pooled"
+    )
 
     def value_names(self, columns, names):
         prefixes = [""] if columns.channels is None else [f"{c}." for c in columns.channels]

@@ -273,8 +273,7 @@ def run_job(
                 outcome = Failure(
                     outcome.index, outcome.path,
                     f"its patch grid {outcome.grid[0]}×{outcome.grid[1]} differs from the "
-                    f"first image's {grid[0]}×{grid[1]} (the wide layout needs the same "
-                    "columns in every row; use --size, or --layout long, summary or pooled)",
+                    f"first image's {grid[0]}×{grid[1]} ({spec.layout.grid_hint})",
                 )  # fmt: skip
         if new and journal is not None:
             journal.add(outcome)

@@ -260,3 +260,24 @@ def test_workers_die_with_a_killed_parent_and_a_later_run_is_not_disturbed(tmp_p
     again = subprocess.run(command, capture_output=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert len(out.read_text().splitlines()) == 401
+
+
+def test_an_image_of_another_grid_is_skipped_with_the_reason_of_its_layout(tmp_path):
+    from typer.testing import CliRunner
+
+    from soartc_cli.cli import app
+
+    rng = np.random.default_rng(9)
+    for i in range(6):
+        Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8)).save(tmp_path / f"a{i}.png")
+    Image.fromarray((rng.random((64, 96)) * 255).astype(np.uint8)).save(tmp_path / "b.png")
+    common = ["--size", "0", "--patch", "16", "--workers", "1"]
+    fit = CliRunner().invoke(app, ["fit", str(tmp_path), "-o", str(tmp_path / "m.npz"), *common])
+    assert fit.exit_code == 1  # the model is made of the six; b.png is reported
+    assert "skipped b.png: its patch grid 4×6 differs from the first image's 4×4 " in fit.output
+    assert "(a unit space compares patch positions: fit images of one size" in fit.output
+    wide = CliRunner().invoke(
+        app, ["compute", str(tmp_path), "-o", str(tmp_path / "w.csv"), *common]
+    )
+    assert "(the wide layout needs the same columns in every row;" in wide.output
+    assert (tmp_path / "m.npz").is_file()
