@@ -51,20 +51,17 @@ def _names(spec: str | Sequence[str]) -> str:
 
 
 def _user_kernels(kernels: PathLike | Mapping[str, Any] | None) -> dict[str, np.ndarray]:
-    """``kernels`` as validated user kernels: a JSON file's path, or a mapping name → rows."""
-    from soartc_cli.transforms import load_kernels
+    """``kernels`` as validated user kernels: a JSON file's path (read as ``--kernels`` reads
+    it, size first), or a mapping name → rows."""
+    from soartc_cli.transforms import load_kernels, read_kernel_file
 
     if kernels is None:
         return {}
     if isinstance(kernels, Mapping):
-        text = json.dumps({name: np.asarray(rows).tolist() for name, rows in kernels.items()})
-    else:
-        try:
-            with open(kernels, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--kernels: cannot read {os.fspath(kernels)}: {exc}") from None
-    return load_kernels(text)
+        return load_kernels(
+            json.dumps({name: np.asarray(rows).tolist() for name, rows in kernels.items()})
+        )
+    return read_kernel_file(kernels)
 
 
 def soartc_job(

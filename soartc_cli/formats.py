@@ -19,7 +19,15 @@ from typing import IO, Any
 import numpy as np
 
 from soartc_cli.errors import UsageError
-from soartc_cli.layouts import Columns, ImageValues, Layout, csv_field, get_layout
+from soartc_cli.layouts import (
+    Columns,
+    ImageValues,
+    Layout,
+    csv_field,
+    get_layout,
+    number_texts,
+    template_text,
+)
 
 __all__ = ["COMPRESSIONS", "FORMATS", "Format", "OutputSpec", "Sink", "choose_format"]
 
@@ -101,15 +109,13 @@ class JsonlFormat(Format):
             )
 
     def encode(self, spec, columns, image, names):
-        from soartc_cli.layouts import _escape, _texts
-
         numbers = spec.layout.numbers(columns, image)
-        texts = _texts(numbers, spec.precision)
+        texts = number_texts(numbers, spec.precision)
         if not np.isfinite(numbers).all():  # JSON has no NaN or infinity
             for i in np.flatnonzero(~np.isfinite(numbers)):
                 texts[i] = b"null"
         head = spec.layout.head(image)
-        keys = _json_template(spec.layout, columns, tuple(names), _escape)
+        keys = _json_template(spec.layout, columns, tuple(names), template_text)
         return b"".join(
             (json.dumps(head, ensure_ascii=False)[:-1].encode(), b", ", keys % tuple(texts), b"}\n")
         )

@@ -17,7 +17,7 @@ from soartc_cli import unitspace
 from soartc_cli.errors import UsageError
 from soartc_cli.formats import Format, OutputSpec, Sink
 from soartc_cli.jobs import ImageSettings, SoartcJob
-from soartc_cli.layouts import HEAD, Columns, ImageValues, Layout, csv_field
+from soartc_cli.layouts import HEAD, Columns, ImageValues, Layout, csv_field, qualified_names
 from soartc_cli.numfmt import format_row
 
 __all__ = [
@@ -107,8 +107,7 @@ class _NullStream:
 
 def feature_names(columns: Columns) -> list[str]:
     """Names of a patch vector's k features: ``[{channel}.]{transform}.{metric}``."""
-    prefixes = [""] if columns.channels is None else [f"{c}." for c in columns.channels]
-    return [f"{c}{t}.{m}" for c in prefixes for t in columns.transforms for m in columns.metrics]
+    return qualified_names(columns)
 
 
 def model_meta(job: SoartcJob, *, names: Sequence[str], version: str) -> dict:

@@ -72,14 +72,26 @@ def csv_field(text: str) -> str:
     return text
 
 
-def _escape(text: str) -> bytes:
+def template_text(text: str) -> bytes:
     """``text`` as UTF-8, to stand literally in a ``%`` template."""
     return text.encode().replace(b"%", b"%%")
 
 
-def _texts(values: np.ndarray, precision: int) -> list[bytes]:
+def number_texts(values: np.ndarray, precision: int) -> list[bytes]:
     """Every number of ``values`` (C order) as its ``%.{precision}g`` text."""
     return format_row(values, precision)[1:].split(b",")
+
+
+def qualified_names(columns: Columns, last: Sequence[str] | None = None) -> list[str]:
+    """``[{channel}.]{transform}.{metric}[.{last}]`` in channel → transform → metric → last order:
+    the wide layout's columns (``last`` the patches), the pooled layout's (the statistics), and,
+    with ``last`` None, the features of a patch vector. An empty ``last`` gives no name."""
+    prefixes = [""] if columns.channels is None else [f"{c}." for c in columns.channels]
+    ends = [""] if last is None else [f".{x}" for x in last]
+    return [
+        f"{c}{t}.{m}{e}" for c in prefixes for t in columns.transforms for m in columns.metrics
+        for e in ends
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,14 +237,7 @@ class WideLayout(Layout):
     )
 
     def value_names(self, columns, names):
-        prefixes = [""] if columns.channels is None else [f"{c}." for c in columns.channels]
-        return [
-            f"{c}{t}.{m}.{p}"
-            for c in prefixes
-            for t in columns.transforms
-            for m in columns.metrics
-            for p in names
-        ]
+        return qualified_names(columns, names)
 
     def depends_on_grid(self):
         return True
@@ -253,14 +258,7 @@ class PooledLayout(Layout):
         self.stats = tuple(stats)
 
     def value_names(self, columns, names):
-        prefixes = [""] if columns.channels is None else [f"{c}." for c in columns.channels]
-        return [
-            f"{c}{t}.{m}.{s}"
-            for c in prefixes
-            for t in columns.transforms
-            for m in columns.metrics
-            for s in self.stats
-        ]
+        return qualified_names(columns, self.stats)
 
     def numbers(self, columns, image):
         return pool_values(image.values, self.stats).ravel()
@@ -312,7 +310,7 @@ class LongLayout(Layout):
         # No Python loop over the patches: all numbers formatted at once, then one cached
         # ``%`` template per layout and grid fills the rows.
         prefix = f"{csv_field(image.path)},{csv_field(image.label)}".encode()
-        texts = _texts(np.moveaxis(image.values, -1, 1), precision)
+        texts = number_texts(np.moveaxis(image.values, -1, 1), precision)
         metrics = len(columns.metrics)
         args = [prefix] * (len(texts) // metrics * (metrics + 1))
         for m in range(metrics):
@@ -327,10 +325,10 @@ def _long_template(columns: Columns, names: tuple[str, ...], cols: int) -> bytes
     numbers = b",%s" * len(columns.metrics) + b"\n"
     rows = []
     for channel in columns.channels or [None]:
-        lead = b"" if channel is None else b"," + _escape(channel)
+        lead = b"" if channel is None else b"," + template_text(channel)
         for n, name in enumerate(names):
-            cell = lead + _escape(f",{name},{n // cols},{n % cols},")
-            rows.extend(b"%s" + cell + _escape(t) + numbers for t in columns.transforms)
+            cell = lead + template_text(f",{name},{n // cols},{n % cols},")
+            rows.extend(b"%s" + cell + template_text(t) + numbers for t in columns.transforms)
     return b"".join(rows)
 
 
