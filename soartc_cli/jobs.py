@@ -257,14 +257,13 @@ def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
             max_pixels=settings.max_pixels,
         )
         values = task.job.compute(loaded.pixels)
-        finite_inputs = bool(np.isfinite(loaded.pixels).all())
         grid = patch_grid(loaded.pixels.shape[-2:], patch=settings.patch)
         names = names_of(grid)
         image = ImageValues(file.path, file.label, loaded.width, loaded.height, grid, values)
         extra = None
         if hasattr(task.job, "finish"):  # inspection: distances and score from the values
             image, extra = task.job.finish(image)
-        elif finite_inputs and not np.isfinite(values).any():
+        elif not np.isfinite(values).any() and np.isfinite(loaded.pixels).all():
             raise InputError(
                 "every value is NaN or infinite although the pixels are finite "
                 "(kernel or weight values too large?)"

@@ -19,6 +19,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import IO, Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from soartc_cli.jobs import Failure, ImageResult, Outcome
 
 __all__ = ["Journal", "partial_paths", "read_journal"]
 
+_NO_MEANS = np.empty(0)  # a resumed run's earlier images need no per-patch means
 _MAGIC = b"soartc-journal 1\n"
 #: A journal is forced to disk at most this often (seconds): a lost machine loses at most the
 #: images of the last interval, while a flush per image already survives any kill of soartc.
@@ -94,30 +96,57 @@ def _decode(index: int, kind: int, data: bytes) -> Outcome:
     )  # fmt: skip
 
 
-def read_journal(path: str) -> tuple[list[Outcome], int]:
-    """The complete frames of a journal, and the byte length they take (a torn tail after it)."""
-    outcomes: list[Outcome] = []
+def iter_journal(path: str, *, payloads: bool = True) -> Iterator[Outcome]:
+    """The complete frames of a journal, one outcome at a time (memory: one frame).
+
+    ``payloads=False`` leaves each result's payload and means out: what a resumed run needs to
+    count, check and record the images already done, without holding their rows. A frame cut
+    short, or unreadable, ends the journal there.
+    """
+    with open(path, "rb") as f:
+        if f.read(len(_MAGIC)) != _MAGIC:
+            raise UsageError(f"--resume: {path} is not a soartc progress file")
+        for outcome in _frames(f):
+            if not payloads and isinstance(outcome, ImageResult):
+                outcome = replace(outcome, payload=None, means=_NO_MEANS)
+            yield outcome
+
+
+def _frames(f: IO[bytes]) -> Iterator[Outcome]:
+    """The outcome of each complete, decodable frame from ``f``'s position on."""
+    while True:
+        line = f.readline()
+        if not line.endswith(b"\n"):
+            return
+        try:
+            index, kind, length = (int(x) for x in line.split())
+        except ValueError:
+            return
+        data = f.read(length)
+        if len(data) < length:
+            return
+        try:
+            outcome = _decode(index, kind, data)
+        except (ValueError, KeyError, TypeError):
+            return
+        yield outcome
+
+
+def journal_length(path: str) -> int:
+    """The byte length of a journal's complete frames (what follows is a torn tail)."""
     with open(path, "rb") as f:
         if f.read(len(_MAGIC)) != _MAGIC:
             raise UsageError(f"--resume: {path} is not a soartc progress file")
         good = f.tell()
-        while True:
-            line = f.readline()
-            if not line.endswith(b"\n"):
-                break
-            try:
-                index, kind, length = (int(x) for x in line.split())
-            except ValueError:
-                break
-            data = f.read(length)
-            if len(data) < length:
-                break
-            try:
-                outcomes.append(_decode(index, kind, data))
-            except (ValueError, KeyError, TypeError):
-                break
+        for _ in _frames(f):
             good = f.tell()
-    return outcomes, good
+    return good
+
+
+def read_journal(path: str) -> tuple[list[Outcome], int]:
+    """Every complete frame of a journal in a list, and the byte length they take (small
+    journals and tests; a run reads them one at a time with :func:`iter_journal`)."""
+    return list(iter_journal(path)), journal_length(path)
 
 
 class Journal:

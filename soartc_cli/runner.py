@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -216,7 +216,7 @@ def run_job(
     strict: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
     journal=None,
-    done: Sequence[Outcome] = (),
+    done: Iterable[Outcome] = (),
     grid: tuple[int, int] | None = None,
 ) -> RunReport:
     """Process ``files`` and stream their payloads to ``sink`` (a format's sink), in input order.
@@ -235,8 +235,9 @@ def run_job(
         Called with every new outcome as it is taken (progress, "skipped" lines).
     journal : Journal, optional
         ``--resume``: every new outcome is also appended to it.
-    done : sequence of Outcome
-        Outcomes of a run being resumed: the first ``len(done)`` files, taken as they are.
+    done : iterable of Outcome
+        Outcomes of a run being resumed, taken as they are, in order: the first files (read one
+        at a time, so a long journal is never held in memory).
     grid : (rows, cols), optional
         The patch grid that fixes the wide layout's columns (default: the task's fixed grid,
         else the first image's).
@@ -292,16 +293,18 @@ def run_job(
         elif spec is None:
             report.rows.append(outcome)
 
+    taken = 0
     for outcome in done:
         take(outcome, new=False)
-    rest = list(files[len(done) :])
+        taken += 1
+    rest = files[taken:]
     results = imap_ordered(
         process_image, rest, task, on_crash=crashed, workers=min(workers, max(1, len(rest)))
     )
     try:
         for outcome in results:
-            if done:
-                outcome = _shift(outcome, len(done))
+            if taken:
+                outcome = _shift(outcome, taken)
             take(outcome, new=True)
     except KeyboardInterrupt:
         results.close()
@@ -539,12 +542,12 @@ def _run_resumable(files, task, settings, spec, *, workers, grid, on_outcome, ma
     """``--resume``: outcomes go to ``FILE.partial`` first; the output is written from it."""
     import json
 
-    from soartc_cli.journal import Journal, partial_paths, read_journal
+    from soartc_cli.journal import Journal, iter_journal, journal_length, partial_paths
 
     journal_path, meta_path = partial_paths(settings.output)
     paths = [f.path for f in files]
     identity = {"settings": job_settings, "output": spec.describe(), "shard": settings.shard}
-    done: list[Outcome] = []
+    done: list[Outcome] = []  # the images already done, without their rows
     keep = None
     if os.path.exists(journal_path):
         try:
@@ -556,7 +559,8 @@ def _run_resumable(files, task, settings, spec, *, workers, grid, on_outcome, ma
                 "again"
             ) from None
         _check_same_run(before, identity)
-        done, keep = read_journal(journal_path)
+        keep = journal_length(journal_path)
+        done = list(iter_journal(journal_path, payloads=False))
         done_paths = before.get("paths", [])[: len(done)]
         if [o.path for o in done] != paths[: len(done)] or done_paths != paths[: len(done)]:
             first = next(
@@ -587,7 +591,7 @@ def _run_resumable(files, task, settings, spec, *, workers, grid, on_outcome, ma
         raise
     journal.close()
     # The finished output, from the journal, by the writer a plain run uses.
-    outcomes, _ = read_journal(journal_path)
+    outcomes = iter_journal(journal_path)  # one frame at a time
     target = outputs.open_target(settings.output, compression=spec.compression)
     sink = spec.format.sink(target.stream, spec, task.job.columns)
     try:
