@@ -6,12 +6,13 @@ line, on standard input; prints one JSON object on standard output.
 Modes
 -----
 ``decode``
-    ``soartc_cli.imageio.load_image`` in a loop over the files: decode + fit only.
+    ``soartc_cli.imaging.load.load_image`` in a loop over the files: decode + fit only.
 ``stages``
     The per-image split of the pipeline, every stage timed on every image: decode (Pillow
     open + load), fit (``load_image`` minus decode), transforms + metrics
     (``features.soartc_features`` with default settings), formatting (the CSV format's encoder
-    of ``soartc_cli.formats``, wide layout of ``soartc_cli.layouts``), plus finer detail of
+    of ``soartc_cli.output.formats``, wide layout of ``soartc_cli.output.layouts``), plus
+    finer detail of
     ``load_image`` (``decode``, ``to_array``, ``fit``).
 
 The process is set up as the ``soartc`` program sets itself up (one BLAS thread, glibc malloc
@@ -29,7 +30,7 @@ import time
 def _prepare() -> None:
     """Set the process up like the ``soartc`` entry point, before numpy is imported."""
     try:
-        from soartc_cli._startup import prepare_process
+        from soartc_cli.pipeline.startup import prepare_process
     except ImportError:  # the start-up module moved: do what PERF_NOTES asks by hand
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(name, "1")
@@ -56,7 +57,7 @@ def measure_decode(paths: list[str]) -> dict:
     dict
         ``images``, ``seconds`` and ``images_per_s``.
     """
-    from soartc_cli.imageio import load_image
+    from soartc_cli.imaging.load import load_image
 
     _warm_up(paths, load_image)
     started = time.perf_counter()
@@ -80,26 +81,26 @@ def measure_stages(root: str, relative: list[str]) -> dict:
     -------
     dict
         ``images``; ``ms``: milliseconds per image of each stage (``decode``, ``fit``,
-        ``features``, ``format``) and of the detail steps (``load_image``, ``imageio.decode``,
-        ``imageio.to_array``, ``imageio.fit``), averaged over the images; ``row_chars``: mean
+        ``features``, ``format``) and of the detail steps (``load_image``, ``load.decode``,
+        ``load.to_array``, ``load.fit``), averaged over the images; ``row_chars``: mean
         length of one formatted row.
     """
     from PIL import Image
 
-    from soartc_cli import imageio
-    from soartc_cli.features import soartc_features
-    from soartc_cli.formats import choose_format
-    from soartc_cli.layouts import Columns, ImageValues
-    from soartc_cli.patches import patch_grid, patch_names
-    from soartc_cli.rt import METRIC_PRESETS
-    from soartc_cli.transforms import TRANSFORM_PRESETS
+    from soartc_cli.core.features import soartc_features
+    from soartc_cli.core.metrics import METRIC_PRESETS
+    from soartc_cli.core.patches import patch_grid, patch_names
+    from soartc_cli.core.transforms import TRANSFORM_PRESETS
+    from soartc_cli.imaging import load
+    from soartc_cli.output.formats import choose_format
+    from soartc_cli.output.layouts import Columns, ImageValues
 
     paths = [os.path.join(root, r) for r in relative]
     transforms = TRANSFORM_PRESETS["soartc"]
     metrics = METRIC_PRESETS["soart3"]
     fmt = choose_format("out.csv")
     columns = Columns(None, tuple(transforms), tuple(metrics))
-    _warm_up(paths, imageio.load_image)
+    _warm_up(paths, load.load_image)
     clock = time.perf_counter
     totals = dict.fromkeys(
         ("decode", "load_image", "features", "format", "d_decode", "d_to_array", "d_fit"), 0.0
@@ -111,7 +112,7 @@ def measure_stages(root: str, relative: list[str]) -> dict:
         with Image.open(path) as image:
             image.load()
         t1 = clock()
-        loaded = imageio.load_image(path)
+        loaded = load.load_image(path)
         t2 = clock()
         values = soartc_features(loaded.pixels)
         t3 = clock()
@@ -124,11 +125,11 @@ def measure_stages(root: str, relative: list[str]) -> dict:
         text = fmt.format.encode(fmt, columns, image, names)
         t5 = clock()
         # Detail: the steps of load_image one by one (public functions of imageio).
-        decoded = imageio.decode(path)
+        decoded = load.decode(path)
         t6 = clock()
-        array = imageio.to_array(decoded)
+        array = load.to_array(decoded)
         t7 = clock()
-        imageio.fit(array)
+        load.fit(array)
         t8 = clock()
         totals["decode"] += t1 - t0
         totals["load_image"] += t2 - t1

@@ -21,15 +21,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from soartc_cli._startup import prepare_process  # noqa: E402  (before numpy is imported)
+from soartc_cli.pipeline.startup import prepare_process  # noqa: E402  (before numpy is imported)
 
 prepare_process()
 
 import numpy as np  # noqa: E402
 
-from soartc_cli.features import soartc_features  # noqa: E402
-from soartc_cli.rt import METRIC_PRESETS, METRICS  # noqa: E402
-from soartc_cli.transforms import KERNELS, TRANSFORM_PRESETS  # noqa: E402
+from soartc_cli.core.features import soartc_features  # noqa: E402
+from soartc_cli.core.metrics import METRIC_PRESETS, METRICS  # noqa: E402
+from soartc_cli.core.transforms import KERNELS, TRANSFORM_PRESETS  # noqa: E402
 from tests.oracle import features_oracle  # noqa: E402
 
 SETTINGS = {

@@ -6,7 +6,7 @@ of 4000×3000 (``photo4000``), where decoding dominates. From one run, with the 
 interleaved (every repetition runs every measurement once, in a rotating order, so that the noise
 of this shared machine hits all of them alike), it reports medians of:
 
-- decode + fit only: ``soartc_cli.imageio.load_image`` in a loop, in one process (images/s);
+- decode + fit only: ``soartc_cli.imaging.load.load_image`` in a loop, in one process (images/s);
 - ``soartc compute CORPUS -o out.csv --workers 1`` and ``--workers 2``: whole process, wall time,
   CSV written (images/s), and their start-up cost (the same command on one image);
 - the command lines of :data:`EXTRA_COMMANDS` with 1 worker: Parquet output, the pooled layout

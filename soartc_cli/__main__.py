@@ -3,7 +3,7 @@
 import os
 import sys
 
-from soartc_cli._startup import prepare_process
+from soartc_cli.pipeline.startup import prepare_process
 
 
 def main() -> None:
@@ -16,7 +16,7 @@ def main() -> None:
     code = 0
     try:
         prepare_process()
-        from soartc_cli.cli import app
+        from soartc_cli.interfaces.cli import app
 
         app(prog_name="soartc")
     except SystemExit as exc:

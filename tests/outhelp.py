@@ -8,8 +8,8 @@ import stat
 
 import numpy as np
 
-from soartc_cli import formats, layouts
-from soartc_cli.layouts import Columns, ImageValues
+from soartc_cli.output import formats, layouts
+from soartc_cli.output.layouts import Columns, ImageValues
 
 LUMA = Columns(None, ("bend1", "rot90"), ("beta", "delta", "distance"))
 RGB = Columns(("R", "G", "B"), ("bend1",), ("beta", "vol"))

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import soartc_cli as soartc
-from soartc_cli.cli import app
+from soartc_cli.interfaces.cli import app
 from tests.test_cli_compute import _photo
 
 runner = CliRunner()
@@ -220,8 +220,8 @@ def test_an_empty_folder_gives_the_columns_and_no_rows(tmp_path):
 def test_the_package_exports_the_main_functions_lazily():
     code = (
         "import sys, soartc_cli as s; "
-        "assert 'numpy' not in sys.modules and 'soartc_cli.api' not in sys.modules; "
-        "f = s.features_table; assert 'soartc_cli.api' in sys.modules; "
+        "assert 'numpy' not in sys.modules and 'soartc_cli.interfaces.api' not in sys.modules; "
+        "f = s.features_table; assert 'soartc_cli.interfaces.api' in sys.modules; "
         "print(sorted(set(s.__all__) - set(dir(s))))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -229,8 +229,10 @@ def test_the_package_exports_the_main_functions_lazily():
     assert proc.stdout.strip() == "[]"
     for name in soartc.__all__:
         assert getattr(soartc, name) is not None, name
-    assert soartc.fit_image is soartc.imageio.fit
-    from soartc_cli import attention, features, unitspace
+    from soartc_cli.core import attention, features, unitspace
+    from soartc_cli.imaging import load
+
+    assert soartc.fit_image is load.fit
 
     assert soartc.soartc_features is features.soartc_features
     assert soartc.seed_demo is attention.seed_demo

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import softmax as scipy_softmax
 
-from soartc_cli import attention
+from soartc_cli.core import attention
 from soartc_cli.errors import UsageError
 
 # The seed article's printed results (seed 42, its code = --softmax global), digit for digit.

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from soartc_cli import attention
-from soartc_cli.cli import app
+from soartc_cli.core import attention
+from soartc_cli.interfaces.cli import app
 from tests.test_attention import ARTICLE_ATTENTION, ARTICLE_PROBS
 
 runner = CliRunner()

@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from soartc_cli.cli import app
-from soartc_cli.features import soartc_features
-from soartc_cli.imageio import load_image
-from soartc_cli.patches import patch_names
-from soartc_cli.rt import METRICS
-from soartc_cli.transforms import TRANSFORM_PRESETS
+from soartc_cli.core.features import soartc_features
+from soartc_cli.core.metrics import METRICS
+from soartc_cli.core.patches import patch_names
+from soartc_cli.core.transforms import TRANSFORM_PRESETS
+from soartc_cli.imaging.load import load_image
+from soartc_cli.interfaces.cli import app
 
 runner = CliRunner()
 

@@ -9,8 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from soartc_cli import attention, outputs
-from soartc_cli.cli import app
+from soartc_cli.core import attention
+from soartc_cli.interfaces.cli import app
+from soartc_cli.output import targets
 
 runner = CliRunner()
 COMMANDS = ("compute", "attention", "fit", "score", "transforms", "merge")
@@ -90,8 +91,8 @@ def test_command_summaries_are_not_cut_off():
 
 def test_demo_writes_json_or_csv_by_suffix(tmp_path, monkeypatch):
     written = []
-    real = outputs.write_text_atomic
-    monkeypatch.setattr(outputs, "write_text_atomic", lambda p, t: (written.append(p), real(p, t)))
+    real = targets.write_text_atomic
+    monkeypatch.setattr(targets, "write_text_atomic", lambda p, t: (written.append(p), real(p, t)))
     as_json = tmp_path / "demo.json"
     result = invoke("attention", "--seed", 7, "-o", as_json)
     assert result.exit_code == 0, result.stderr

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from soartc_cli import maps
-from soartc_cli.attention import random_weights
-from soartc_cli.cli import app
-from soartc_cli.imageio import load_image
-from soartc_cli.patches import patch_names
+from soartc_cli.core.attention import random_weights
+from soartc_cli.core.patches import patch_names
+from soartc_cli.imaging.load import load_image
+from soartc_cli.interfaces.cli import app
+from soartc_cli.output import pictures
 from tests.test_attention import _plain_patch_attention
 from tests.test_cli_compute import _photo
 
@@ -163,7 +163,7 @@ def test_attention_refuses_too_many_patches_before_reading(folder, tmp_path):
     assert len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "o.csv").exists()
     # 1024 / 8 = 128 → 16,384 patches: allowed (computed in blocks of rows, memory bounded)
-    from soartc_cli import jobs
+    from soartc_cli.pipeline import jobs
 
     job = jobs.AttentionJob(jobs.ImageSettings(1024, 8), "layer", random_weights(64, dim=64))
     jobs.check_work(job, (128, 128))
@@ -182,11 +182,11 @@ def test_maps_are_written_for_every_image(folder, tmp_path, command):
                     "-o", tmp_path / "res.csv", "--precision", 17)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert _visible(out) == ["two.png", "x__one.png"]
-    assert (out / maps.MAPS_MARKER).is_file()  # the hidden marker: never read as input images
+    assert (out / pictures.MAPS_MARKER).is_file()  # the hidden marker: never read as input images
     transforms = ("attention",) if command == "attention" else (
         "bend1", "bend2", "bend3", "bend4", "line1", "line2")  # fmt: skip
     metrics = ("received", "entropy") if command == "attention" else ("beta", "delta", "distance")
-    expected = maps.layout(image_shape=(1, 32, 32), grid=(4, 4), channels=("luma",),
+    expected = pictures.layout(image_shape=(1, 32, 32), grid=(4, 4), channels=("luma",),
                            transforms=transforms, metrics=metrics)  # fmt: skip
     with Image.open(out / "x__one.png") as picture:
         assert picture.size == (expected.width, expected.height)
@@ -200,7 +200,7 @@ def test_maps_are_written_for_every_image(folder, tmp_path, command):
         [[[float(row[f"{t}.{m}.{p}"]) for p in names] for m in metrics] for t in transforms]
     )[np.newaxis]
     pixels = load_image(folder / "x" / "one.png", size=32, patch=8).pixels
-    again = maps.render_map(pixels, values, grid=(4, 4), channels=("luma",),
+    again = pictures.render_map(pixels, values, grid=(4, 4), channels=("luma",),
                             transforms=transforms, metrics=metrics, title="x/one.png")  # fmt: skip
     assert np.array_equal(np.asarray(again.convert("RGB")), drawn)
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from soartc_cli.cli import app
-from soartc_cli.patches import patch_names
+from soartc_cli.core.patches import patch_names
+from soartc_cli.interfaces.cli import app
 
 runner = CliRunner()
 TEXTURE = os.path.join(os.path.dirname(__file__), "..", "sample_images", "textures", "brick.png")

@@ -1,4 +1,4 @@
-"""Tests of soartc_cli.discover: walking, order, paths and labels, stdin, shards (SPEC §2, §8)."""
+"""soartc_cli.imaging.discover: walking, order, paths and labels, stdin, shards (SPEC §2, §8)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soartc_cli.discover import ImageFile, discover, display_path, parse_shard, shard
 from soartc_cli.errors import UsageError
+from soartc_cli.imaging.discover import ImageFile, discover, display_path, parse_shard, shard
 
 
 def touch(root, relative: str, data: bytes = b"x") -> str:

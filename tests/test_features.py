@@ -12,10 +12,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.signal import correlate2d
 
-from soartc_cli import features
-from soartc_cli.errors import InputError, UsageError
-from soartc_cli.features import soartc_features
-from soartc_cli.rt import (
+from soartc_cli.core import features
+from soartc_cli.core.features import soartc_features
+from soartc_cli.core.metrics import (
     METRIC_PRESETS,
     METRICS,
     METRICS_REGISTRY,
@@ -25,7 +24,8 @@ from soartc_cli.rt import (
     soart_compare,
     unregister_metric,
 )
-from soartc_cli.transforms import KERNELS, TRANSFORM_PRESETS, merge_kernels
+from soartc_cli.core.transforms import KERNELS, TRANSFORM_PRESETS, merge_kernels
+from soartc_cli.errors import InputError, UsageError
 from tests.oracle import (
     ORACLE_METRICS,
     ROTATION_FUNCTIONS,
@@ -453,7 +453,7 @@ def test_features_imports_only_public_names_of_rt():
     imported = [
         alias.name
         for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module == "soartc_cli.rt"
+        if isinstance(node, ast.ImportFrom) and node.module == "soartc_cli.core.metrics"
         for alias in node.names
     ]
     assert imported and not [name for name in imported if name.startswith("_")]

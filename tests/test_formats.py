@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from soartc_cli import formats
 from soartc_cli.errors import UsageError
-from soartc_cli.outputs import check_output_path
+from soartc_cli.output import formats
+from soartc_cli.output.targets import check_output_path
 from tests.outhelp import LUMA, NAMES, RGB, char_device, encode, spec_of, text, values_of, write
 
 

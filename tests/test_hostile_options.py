@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soartc_cli import attention
-from soartc_cli.errors import InputError, UsageError
-from soartc_cli.transforms import (
+from soartc_cli.core import attention
+from soartc_cli.core.transforms import (
     MAX_KERNEL_FILE_BYTES,
     MAX_KERNEL_VALUE,
     check_kernels,
@@ -28,6 +27,7 @@ from soartc_cli.transforms import (
     merge_kernels,
     read_kernel_file,
 )
+from soartc_cli.errors import InputError, UsageError
 
 # --- kernel files ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests of soartc_cli.imageio: decoding every mode, fitting, and every way a file can be bad.
+"""Tests of soartc_cli.imaging.load: decoding every mode, fitting, and every way a file can be bad.
 
 Each image is written by the test into tmp_path (or memory) and compared with an independent
 numpy computation of the SPEC §2.3–2.5 formulas.
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image, ImageFile
 
-from soartc_cli import imageio
 from soartc_cli.errors import InputError, UsageError
-from soartc_cli.imageio import (
+from soartc_cli.imaging import load
+from soartc_cli.imaging.load import (
     LoadedImage,
     check_geometry,
     decode,
@@ -661,7 +661,7 @@ def test_permission_denied_reason(monkeypatch, tmp_path, png_bytes):
 
     path = tmp_path / "secret.png"
     path.write_bytes(png_bytes)
-    monkeypatch.setattr(imageio.os, "open", denied)
+    monkeypatch.setattr(load.os, "open", denied)
     with pytest.raises(InputError, match=r"^permission denied$"):
         load_image(path)
 
@@ -723,13 +723,13 @@ def test_the_crop_box_of_every_route_comes_from_one_function(tmp_path, monkeypat
     eight, sixteen = tmp_path / "eight.png", tmp_path / "sixteen.png"
     Image.fromarray(grey).save(eight)
     Image.fromarray(deep).save(sixteen)
-    real_box = imageio._crop_box
+    real_box = load._crop_box
 
     def top_left(width, height, *, size, patch):
         box = real_box(width, height, size=size, patch=patch)
         return (0, 0, box[2] - box[0], box[3] - box[1])
 
-    monkeypatch.setattr(imageio, "_crop_box", top_left)
+    monkeypatch.setattr(load, "_crop_box", top_left)
     values = grey / 255.0
     plane = Image.fromarray(values.astype(np.float32))
     want = np.asarray(plane.resize((16, 16), Image.BILINEAR, box=(0, 0, 40, 40)))
@@ -946,7 +946,7 @@ def test_native_size_in_row_bands_is_exact(tmp_path, monkeypatch, rng, mode):
         for invert in (False, True)
     ]
     whole = [load_image(path, **option).pixels for option in options]
-    monkeypatch.setattr(imageio, "_CHUNK_PIXELS", 100)  # bands of 100 // 32 = 3 rows
+    monkeypatch.setattr(load, "_CHUNK_PIXELS", 100)  # bands of 100 // 32 = 3 rows
     converted = []
     real_convert = Image.Image.convert
 

@@ -16,9 +16,9 @@ import pytest
 from numpy.testing import assert_array_equal
 from PIL import EpsImagePlugin, Image
 
-from soartc_cli import imageio
 from soartc_cli.errors import InputError
-from soartc_cli.imageio import FORMATS, decode, load_image
+from soartc_cli.imaging import load
+from soartc_cli.imaging.load import FORMATS, decode, load_image
 
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX file types")
 
@@ -147,7 +147,7 @@ def test_file_replaced_by_a_fifo_after_the_check_is_refused(tmp_path, monkeypatc
     def stale_stat(target, *args, **kwargs):
         return real_stat(regular if os.fspath(target) == os.fspath(path) else target)
 
-    monkeypatch.setattr(imageio.os, "stat", stale_stat)
+    monkeypatch.setattr(load.os, "stat", stale_stat)
     with pytest.raises(InputError, match=r"^not a regular file \(a named pipe\)$"):
         in_thread(lambda: load_image(path))
 
@@ -246,7 +246,7 @@ def test_libtiff_handlers_are_put_back(tmp_path, rng):
     Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(
         path, compression="tiff_lzw"
     )
-    setters = imageio._libtiff_setters()
+    setters = load._libtiff_setters()
     assert setters, "Pillow's libtiff was not found"
     set_error_handler = setters[0]
     before = set_error_handler(None)

@@ -229,7 +229,7 @@ def test_a_maps_directory_refusing_new_files_is_refused_before_any_image(folder,
 
     from typer.testing import CliRunner
 
-    from soartc_cli.cli import app
+    from soartc_cli.interfaces.cli import app
 
     maps = tmp_path / "maps"
     maps.mkdir()

@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from soartc_cli import outputs
-from soartc_cli.cli import app
-from soartc_cli.journal import read_journal
+from soartc_cli.interfaces.cli import app
+from soartc_cli.output import targets
+from soartc_cli.pipeline.resume import read_journal
 from tests.outhelp import char_device
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
@@ -536,16 +536,16 @@ def _enospc(*args):
 def test_a_full_disk_on_a_regular_file_commits_nothing(tmp_path, monkeypatch):
     out = tmp_path / "out.csv"
     out.write_text("old\n")
-    real_write = outputs._Guarded.write
+    real_write = targets._Guarded.write
     written = []
 
     def write(self, data):
         written.append(len(data))
         if len(written) > 3:  # the header and a few rows went through
-            raise outputs.write_error(OSError(28, "No space left on device"), self.name)
+            raise targets.write_error(OSError(28, "No space left on device"), self.name)
         return real_write(self, data)
 
-    monkeypatch.setattr(outputs._Guarded, "write", write)
+    monkeypatch.setattr(targets._Guarded, "write", write)
     result = invoke("compute", SAMPLES, "-o", out, *FAST, "--workers", 1)
     assert result.exit_code == 1
     assert result.stderr.endswith(f"soartc: error: no space left on device writing {out}\n")
@@ -557,14 +557,14 @@ def test_a_full_disk_on_a_regular_file_commits_nothing(tmp_path, monkeypatch):
 def test_a_record_that_fails_leaves_the_output_uncommitted(tmp_path, monkeypatch):
     out = tmp_path / "out.csv"
     out.write_text("old\n")
-    real_write = outputs.AtomicFile.write
+    real_write = targets.AtomicFile.write
 
     def write(self, data):
         if self.path.endswith(".meta.json"):
-            raise outputs.write_error(OSError(28, "No space left on device"), self.path)
+            raise targets.write_error(OSError(28, "No space left on device"), self.path)
         return real_write(self, data)
 
-    monkeypatch.setattr(outputs.AtomicFile, "write", write)
+    monkeypatch.setattr(targets.AtomicFile, "write", write)
     result = invoke("compute", SAMPLES, "-o", out, *FAST, "--workers", 1, "--quiet")
     assert result.exit_code == 1
     assert result.stderr == f"soartc: error: no space left on device writing {out}.meta.json\n"

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from soartc_cli import journal
 from soartc_cli.errors import UsageError
-from soartc_cli.jobs import Failure, ImageResult
-from soartc_cli.outputs import WriteError
-from soartc_cli.record import record_json, run_record
+from soartc_cli.output.record import record_json, run_record
+from soartc_cli.output.targets import WriteError
+from soartc_cli.pipeline import resume
+from soartc_cli.pipeline.jobs import Failure, ImageResult
 from tests.outhelp import char_device
 
 
@@ -48,11 +48,11 @@ def _same(a, b):
 
 def test_frames_read_back_as_the_outcomes(tmp_path):
     path = str(tmp_path / "out.csv.partial")
-    j = journal.Journal(path)
+    j = resume.Journal(path)
     for outcome in OUTCOMES:
         j.add(outcome)
     j.close()
-    read, length = journal.read_journal(path)
+    read, length = resume.read_journal(path)
     assert length == (tmp_path / "out.csv.partial").stat().st_size
     assert len(read) == len(OUTCOMES)
     for a, b in zip(OUTCOMES, read, strict=True):
@@ -62,19 +62,19 @@ def test_frames_read_back_as_the_outcomes(tmp_path):
 @pytest.mark.parametrize("cut", [1, 5, 30])
 def test_a_torn_tail_is_dropped_and_overwritten_on_resume(tmp_path, cut):
     path = str(tmp_path / "p")
-    j = journal.Journal(path)
+    j = resume.Journal(path)
     for outcome in OUTCOMES[:3]:
         j.add(outcome)
     j.close()
     whole = (tmp_path / "p").read_bytes()
     (tmp_path / "p").write_bytes(whole[:-cut])  # killed in the middle of the third frame
-    read, good = journal.read_journal(path)
+    read, good = resume.read_journal(path)
     assert [o.index for o in read] == [0, 1]
-    j = journal.Journal(path, keep=good)
+    j = resume.Journal(path, keep=good)
     j.add(OUTCOMES[2])
     j.add(OUTCOMES[3])
     j.close()
-    read, _ = journal.read_journal(path)
+    read, _ = resume.read_journal(path)
     assert [o.index for o in read] == [0, 1, 2, 3]
     _same(read[2], OUTCOMES[2])
 
@@ -82,23 +82,23 @@ def test_a_torn_tail_is_dropped_and_overwritten_on_resume(tmp_path, cut):
 def test_a_file_that_is_not_a_journal_is_a_usage_error(tmp_path):
     (tmp_path / "p").write_bytes(b"path,label\n")
     with pytest.raises(UsageError, match="is not a soartc progress file"):
-        journal.read_journal(str(tmp_path / "p"))
+        resume.read_journal(str(tmp_path / "p"))
 
 
 def test_garbage_after_good_frames_is_dropped(tmp_path):
     path = str(tmp_path / "p")
-    j = journal.Journal(path)
+    j = resume.Journal(path)
     j.add(OUTCOMES[0])
     j.close()
     good = (tmp_path / "p").stat().st_size
     with open(path, "ab") as f:
         f.write(b"not a frame header\n")
-    assert [o.index for o in journal.read_journal(path)[0]] == [0]
-    assert journal.read_journal(path)[1] == good
+    assert [o.index for o in resume.read_journal(path)[0]] == [0]
+    assert resume.read_journal(path)[1] == good
 
 
 def test_partial_paths():
-    assert journal.partial_paths("d/o.csv") == ("d/o.csv.partial", "d/o.csv.partial.meta.json")
+    assert resume.partial_paths("d/o.csv") == ("d/o.csv.partial", "d/o.csv.partial.meta.json")
 
 
 def test_run_record_counts_add_up_and_kernels_read_as_matrices():
@@ -119,7 +119,7 @@ def test_run_record_counts_add_up_and_kernels_read_as_matrices():
 
 def test_a_full_disk_under_the_journal_is_a_write_error(tmp_path):
     path = str(tmp_path / "out.csv.partial")
-    j = journal.Journal(path)
+    j = resume.Journal(path)
 
     class Full(io.RawIOBase):
         def write(self, data):
@@ -133,4 +133,4 @@ def test_a_full_disk_under_the_journal_is_a_write_error(tmp_path):
 def test_a_journal_that_cannot_be_made_is_a_write_error(tmp_path):
     full = char_device(tmp_path / "full", 7)  # like /dev/full
     with pytest.raises(WriteError, match=f"^no space left on device writing {full}$"):
-        journal.Journal(full)
+        resume.Journal(full)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from soartc_cli import layouts
 from soartc_cli.errors import UsageError
+from soartc_cli.output import layouts
 from tests.outhelp import LUMA, NAMES, RGB, image_of, spec_of, text, values_of
 
 

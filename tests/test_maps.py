@@ -1,4 +1,4 @@
-"""Tests for soartc_cli.maps: colours, layout, labels, file names and atomic writing."""
+"""Tests for soartc_cli.output.pictures: colours, layout, labels, file names and atomic writing."""
 
 import os
 import pathlib
@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from soartc_cli import maps
-from soartc_cli.maps import (
+from soartc_cli.output import pictures
+from soartc_cli.output.pictures import (
     COLUMN_GAP,
     MAX_SIDE,
     NAN_RGB,
@@ -186,7 +186,7 @@ def test_eleven_transforms_by_six_metrics_stay_a_sane_size():
     assert rgb.height <= MAX_SIDE
     # The labels set the width here: the cells shrink only as far as that helps.
     assert rgb.cell > 1
-    smaller = maps._layout((3, 224, 224), (14, 14), ("R", "G", "B"), tuple(T11), tuple(M6))
+    smaller = pictures._layout((3, 224, 224), (14, 14), ("R", "G", "B"), tuple(T11), tuple(M6))
     assert smaller == rgb
 
 
@@ -552,7 +552,7 @@ def test_write_map_never_leaves_its_directory(tmp_path):
 
 
 def test_name_collisions_are_listed_in_input_order():
-    from soartc_cli.maps import name_collisions
+    from soartc_cli.output.pictures import name_collisions
 
     paths = ["a.jpg", "b/c.png", "a.png", "b__c.tif", "d.png"]
     assert name_collisions(paths) == [

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from soartc_cli.errors import UsageError
-from soartc_cli.merge import merge_outputs
+from soartc_cli.output.merge import merge_outputs
 
 OUTPUT = {"format": "csv", "layout": "wide", "precision": 7}
 

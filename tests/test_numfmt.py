@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from soartc_cli.numfmt import format_row
+from soartc_cli.output.numbers import format_row
 
 
 def _percent(values: np.ndarray, precision: int) -> bytes:

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from soartc_cli import outputs
 from soartc_cli.errors import UsageError
+from soartc_cli.output import targets
 from tests.outhelp import char_device
 
 
@@ -22,7 +22,7 @@ def _umask():
 
 def test_atomic_file_appears_only_on_commit(tmp_path):
     target = tmp_path / "out.csv"
-    f = outputs.AtomicFile(target)
+    f = targets.AtomicFile(target)
     f.write("partial")
     assert not target.exists()
     assert len(list(tmp_path.iterdir())) == 1  # the temporary file, in the same directory
@@ -35,7 +35,7 @@ def test_atomic_file_appears_only_on_commit(tmp_path):
 def test_atomic_file_leaves_nothing_on_error(tmp_path):
     target = tmp_path / "out.csv"
     target.write_text("old")
-    with pytest.raises(KeyboardInterrupt), outputs.AtomicFile(target) as f:
+    with pytest.raises(KeyboardInterrupt), targets.AtomicFile(target) as f:
         f.write("new")
         raise KeyboardInterrupt
     assert target.read_text() == "old"
@@ -44,15 +44,15 @@ def test_atomic_file_leaves_nothing_on_error(tmp_path):
 
 def test_atomic_file_with_a_name_near_the_limit(tmp_path):
     target = tmp_path / ("x" * 250 + ".csv")
-    with outputs.AtomicFile(target) as f:
+    with targets.AtomicFile(target) as f:
         f.write("ok")
     assert target.read_text() == "ok"
 
 
 def test_write_text_atomic_and_the_record_path(tmp_path):
-    outputs.write_text_atomic(tmp_path / "r.json", "{}\n")
+    targets.write_text_atomic(tmp_path / "r.json", "{}\n")
     assert (tmp_path / "r.json").read_text() == "{}\n"
-    assert outputs.record_path("d/out.csv.gz") == "d/out.csv.gz.meta.json"
+    assert targets.record_path("d/out.csv.gz") == "d/out.csv.gz.meta.json"
 
 
 # --- where -o points ---------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def _write(target, data=b"a,b\n1,2\n", record="{}\n"):
 def test_a_regular_file_is_replaced_atomically_with_its_record(tmp_path):
     out = tmp_path / "out.csv"
     out.write_text("old")
-    target = outputs.open_target(str(out))
+    target = targets.open_target(str(out))
     assert target.kind == "file"
     target.stream.write(b"new\n")
     assert out.read_text() == "old"  # nothing seen before the commit
@@ -81,7 +81,7 @@ def test_a_symlink_stays_a_link_and_its_target_gets_the_rows(tmp_path):
     real.write_text("old")
     link = tmp_path / "link.csv"
     link.symlink_to(real.name)
-    target = outputs.open_target(str(link))
+    target = targets.open_target(str(link))
     _write(target)
     assert link.is_symlink() and os.readlink(link) == "real.csv"
     assert real.read_bytes() == b"a,b\n1,2\n"
@@ -91,14 +91,14 @@ def test_a_symlink_stays_a_link_and_its_target_gets_the_rows(tmp_path):
 def test_a_dangling_symlink_gets_its_target_made(tmp_path):
     link = tmp_path / "link.csv"
     link.symlink_to("made.csv")
-    _write(outputs.open_target(str(link)))
+    _write(targets.open_target(str(link)))
     assert link.is_symlink()
     assert (tmp_path / "made.csv").read_bytes() == b"a,b\n1,2\n"
 
 
 def test_a_device_is_written_in_order_and_gets_no_record(tmp_path):
     null = char_device(tmp_path / "null", 3)
-    target = outputs.open_target(null)
+    target = targets.open_target(null)
     assert target.kind == "stream"
     assert target.record is None
     _write(target)
@@ -110,7 +110,7 @@ def test_a_record_on_a_device_or_a_link_is_written_where_it_points(tmp_path):
     # --record /dev/null must not replace the device by a regular file (as root it could).
     null = char_device(tmp_path / "null", 3)
     out = tmp_path / "out.csv"
-    target = outputs.open_target(str(out))
+    target = targets.open_target(str(out))
     target.stream.write(b"rows\n")
     target.commit("{}\n", null)
     assert stat.S_ISCHR(os.stat(null).st_mode)
@@ -118,13 +118,13 @@ def test_a_record_on_a_device_or_a_link_is_written_where_it_points(tmp_path):
     real = tmp_path / "real.json"
     link = tmp_path / "link.json"
     link.symlink_to(real.name)
-    outputs.write_text_atomic(link, "{}\n")
+    targets.write_text_atomic(link, "{}\n")
     assert link.is_symlink() and real.read_text() == "{}\n"
-    outputs.write_text_atomic(null, "{}\n")
+    targets.write_text_atomic(null, "{}\n")
     assert stat.S_ISCHR(os.stat(null).st_mode)
     full = char_device(tmp_path / "full", 7)
-    with pytest.raises(outputs.WriteError, match=r"no space left on device writing .*full"):
-        outputs.write_text_atomic(full, "{}\n")
+    with pytest.raises(targets.WriteError, match=r"no space left on device writing .*full"):
+        targets.write_text_atomic(full, "{}\n")
 
 
 def test_a_fifo_stays_a_fifo_and_its_reader_gets_every_byte(tmp_path):
@@ -133,7 +133,7 @@ def test_a_fifo_stays_a_fifo_and_its_reader_gets_every_byte(tmp_path):
     got = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
     reader.start()
-    target = outputs.open_target(str(fifo))
+    target = targets.open_target(str(fifo))
     data = os.urandom(300_000)  # more than a pipe buffer
     _write(target, data)
     reader.join(10)
@@ -144,14 +144,14 @@ def test_a_fifo_stays_a_fifo_and_its_reader_gets_every_byte(tmp_path):
 
 def test_a_directory_or_a_missing_directory_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="is a directory"):
-        outputs.open_target(str(tmp_path))
+        targets.open_target(str(tmp_path))
     with pytest.raises(UsageError, match="does not exist"):
-        outputs.open_target(str(tmp_path / "no" / "out.csv"))
+        targets.open_target(str(tmp_path / "no" / "out.csv"))
 
 
 def test_stdout_target_writes_to_the_stream_given():
     sink = io.BytesIO()
-    target = outputs.open_target("-", stdout=sink)
+    target = targets.open_target("-", stdout=sink)
     assert (target.kind, target.record) == ("stdout", None)
     target.stream.write(b"x\n")
     target.commit()
@@ -162,7 +162,7 @@ def test_gzip_is_deterministic_and_decompresses_to_the_rows(tmp_path):
     data = b"path,v\n" + b"".join(b"%d.png,%d\n" % (i, i * i) for i in range(5000))
     blobs = []
     for name in ("a.csv.gz", "b.csv.gz"):
-        _write(outputs.open_target(str(tmp_path / name), compression="gzip"), data)
+        _write(targets.open_target(str(tmp_path / name), compression="gzip"), data)
         blobs.append((tmp_path / name).read_bytes())
     assert blobs[0] == blobs[1]  # mtime 0 and no file name in the header
     assert gzip.decompress(blobs[0]) == data
@@ -183,11 +183,11 @@ class _Full(io.RawIOBase):
 
 
 def test_a_full_disk_is_one_write_error_naming_the_file():
-    guarded = outputs._Guarded(_Full(), "/data/out.csv")
-    with pytest.raises(outputs.WriteError) as info:
+    guarded = targets._Guarded(_Full(), "/data/out.csv")
+    with pytest.raises(targets.WriteError) as info:
         guarded.write(b"x")
     assert str(info.value) == "no space left on device writing /data/out.csv"
-    eio = outputs.write_error(OSError(errno.EIO, "Input/output error"), "f.csv")
+    eio = targets.write_error(OSError(errno.EIO, "Input/output error"), "f.csv")
     assert str(eio) == "input/output error writing f.csv"
 
 
@@ -196,16 +196,16 @@ def test_a_closed_stdout_is_a_closed_pipe_and_another_broken_pipe_a_write_error(
         def write(self, data):
             raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
-    with pytest.raises(outputs.ClosedPipe):
-        outputs._Guarded(Closed(), "<stdout>", pipe=True).write(b"x")
-    with pytest.raises(outputs.WriteError, match="broken pipe writing fifo"):
-        outputs._Guarded(Closed(), "fifo").write(b"x")
+    with pytest.raises(targets.ClosedPipe):
+        targets._Guarded(Closed(), "<stdout>", pipe=True).write(b"x")
+    with pytest.raises(targets.WriteError, match="broken pipe writing fifo"):
+        targets._Guarded(Closed(), "fifo").write(b"x")
 
 
 def test_a_full_device_as_output_is_a_write_error(tmp_path):
     full = char_device(tmp_path / "full", 7)
-    target = outputs.open_target(full)
-    with pytest.raises(outputs.WriteError, match=f"^no space left on device writing {full}$"):
+    target = targets.open_target(full)
+    with pytest.raises(targets.WriteError, match=f"^no space left on device writing {full}$"):
         target.stream.write(b"x" * (1 << 17))  # more than the buffer: the write reaches the device
         target.commit()
 
@@ -213,17 +213,17 @@ def test_a_full_device_as_output_is_a_write_error(tmp_path):
 def test_a_record_that_cannot_be_written_commits_neither(tmp_path, monkeypatch):
     out = tmp_path / "out.csv"
     out.write_text("old")
-    target = outputs.open_target(str(out))
+    target = targets.open_target(str(out))
     target.stream.write(b"new\n")
-    real_write = outputs.AtomicFile.write
+    real_write = targets.AtomicFile.write
 
     def write(self, data):
         if self.path.endswith(".meta.json"):
-            raise outputs.write_error(OSError(errno.ENOSPC, "full"), self.path)
+            raise targets.write_error(OSError(errno.ENOSPC, "full"), self.path)
         return real_write(self, data)
 
-    monkeypatch.setattr(outputs.AtomicFile, "write", write)
-    with pytest.raises(outputs.WriteError, match=r"no space left on device writing .*meta\.json"):
+    monkeypatch.setattr(targets.AtomicFile, "write", write)
+    with pytest.raises(targets.WriteError, match=r"no space left on device writing .*meta\.json"):
         target.commit("{}\n", target.record)
     assert out.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no .part left
@@ -231,20 +231,20 @@ def test_a_record_that_cannot_be_written_commits_neither(tmp_path, monkeypatch):
 
 def test_a_failed_output_flush_commits_neither(tmp_path, monkeypatch):
     out = tmp_path / "out.csv"
-    target = outputs.open_target(str(out))
+    target = targets.open_target(str(out))
     target.stream.write(b"rows\n")
 
     def close():
-        raise outputs.write_error(OSError(errno.ENOSPC, "full"), str(out))
+        raise targets.write_error(OSError(errno.ENOSPC, "full"), str(out))
 
     monkeypatch.setattr(target.atomic, "close", close)
-    with pytest.raises(outputs.WriteError):
+    with pytest.raises(targets.WriteError):
         target.commit("{}\n", target.record)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_discard_removes_the_temporary_file(tmp_path):
-    target = outputs.open_target(str(tmp_path / "out.csv"), compression="gzip")
+    target = targets.open_target(str(tmp_path / "out.csv"), compression="gzip")
     target.stream.write(b"rows\n")
     target.discard()
     assert list(tmp_path.iterdir()) == []

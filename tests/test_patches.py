@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
+from soartc_cli.core.patches import from_patches, patch_grid, patch_names, patch_view, to_patches
 from soartc_cli.errors import UsageError
-from soartc_cli.patches import from_patches, patch_grid, patch_names, patch_view, to_patches
 
 # A 4×4 image with patch 2, written out: four 2×2 patches, row-major.
 IMAGE_4X4 = np.array(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from soartc_cli import pool
+from soartc_cli.pipeline import pool
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from soartc_cli import formats
-from soartc_cli.cli import app
+from soartc_cli.interfaces.cli import app
+from soartc_cli.output import formats
 
 
 class TsvFormat(formats.Format):

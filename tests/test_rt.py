@@ -8,9 +8,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from soartc_cli import rt
-from soartc_cli.errors import UsageError
-from soartc_cli.rt import (
+from soartc_cli.core import metrics
+from soartc_cli.core.metrics import (
     METRIC_PRESETS,
     METRICS,
     METRICS_REGISTRY,
@@ -21,6 +20,7 @@ from soartc_cli.rt import (
     soart_compare,
     unregister_metric,
 )
+from soartc_cli.errors import UsageError
 from tests.oracle import ORACLE_METRICS, SPEC_METRICS, compare_one
 
 # Relative tolerance against the oracle: both are float64 evaluations of the same formulas, so
@@ -291,7 +291,7 @@ def test_the_registry():
     for name in METRICS:
         metric = METRICS_REGISTRY[name]
         assert metric.name == name
-        assert metric.func is getattr(rt, name)
+        assert metric.func is getattr(metrics, name)
         # one line for `soartc transforms`, the formula in full in the docstring
         assert metric.formula and "\n" not in metric.formula
         assert "Notes" in metric.func.__doc__ and ".. math::" in metric.func.__doc__

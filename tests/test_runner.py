@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soartc_cli import formats, jobs, runner
-from soartc_cli.discover import discover
+from soartc_cli.core.transforms import KERNELS, TRANSFORM_PRESETS
 from soartc_cli.errors import UsageError
-from soartc_cli.pool import imap_ordered
-from soartc_cli.transforms import KERNELS, TRANSFORM_PRESETS
+from soartc_cli.imaging.discover import discover
+from soartc_cli.output import formats
+from soartc_cli.pipeline import jobs, runner
+from soartc_cli.pipeline.pool import imap_ordered
 
 SETTINGS = jobs.ImageSettings(size=32, patch=8)
 JOB = jobs.SoartcJob(SETTINGS, TRANSFORM_PRESETS["all"], ("beta", "noise"), "datum", KERNELS)
@@ -265,7 +266,7 @@ def test_workers_die_with_a_killed_parent_and_a_later_run_is_not_disturbed(tmp_p
 def test_an_image_of_another_grid_is_skipped_with_the_reason_of_its_layout(tmp_path):
     from typer.testing import CliRunner
 
-    from soartc_cli.cli import app
+    from soartc_cli.interfaces.cli import app
 
     rng = np.random.default_rng(9)
     for i in range(6):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soartc_cli import maps
-from soartc_cli.maps import NAN_RGB, OUTLINE_RGB, SCORE_ALPHA, VERDICT_RGB, VIRIDIS
+from soartc_cli.output import pictures
+from soartc_cli.output.pictures import NAN_RGB, OUTLINE_RGB, SCORE_ALPHA, VERDICT_RGB, VIRIDIS
 
 GRID = (4, 4)
 GREY = np.full((1, 64, 64), 0.5)
@@ -17,10 +17,10 @@ TOP, BOTTOM = tuple(VIRIDIS[255]), tuple(VIRIDIS[0])
 def render(md, *, threshold=2.0, score=None, pixels=GREY, title="test/scratch/a.png"):
     md = np.asarray(md, dtype=float)
     score = np.nanmax(md) if score is None else score
-    image = maps.render_score_map(
+    image = pictures.render_score_map(
         pixels, md, grid=GRID, threshold=threshold, score=score, title=title
     )
-    return np.asarray(image), maps.score_map_layout(image_shape=pixels.shape, grid=GRID)
+    return np.asarray(image), pictures.score_map_layout(image_shape=pixels.shape, grid=GRID)
 
 
 def centre(canvas, box):
@@ -47,7 +47,7 @@ def test_size_comes_from_the_layout_and_not_from_the_values():
     assert canvas.shape == (lay.height, lay.width, 3)
     other, _ = render(np.zeros(16), threshold=50.0, score=0.0, title="x" * 300)
     assert other.shape == canvas.shape
-    assert lay.cell == maps.IMAGE_SIDE // 4
+    assert lay.cell == pictures.IMAGE_SIDE // 4
     assert lay.cells[2] - lay.cells[0] == 4 * lay.cell
 
 
@@ -71,7 +71,7 @@ def test_md_zero_is_the_bottom_colour_and_nan_is_grey():
 def test_every_cell_is_on_the_fixed_scale_0_to_twice_the_threshold():
     md = md_values()
     canvas, lay = render(md, threshold=2.0)
-    expected = maps.viridis(md / 4.0)
+    expected = pictures.viridis(md / 4.0)
     for patch in range(16):
         assert centre(canvas, lay.cell_box(patch)) == tuple(expected[patch])
     # The threshold itself is the middle of the scale.
@@ -87,11 +87,11 @@ def test_two_images_with_different_md_ranges_share_the_scale():
     low[7] = high[7] = 3.0
     a, lay = render(low, threshold=2.0)
     b, _ = render(high, threshold=2.0)
-    assert centre(a, lay.cell_box(7)) == centre(b, lay.cell_box(7)) == tuple(maps.viridis(0.75))
+    assert centre(a, lay.cell_box(7)) == centre(b, lay.cell_box(7)) == tuple(pictures.viridis(0.75))
     assert centre(a, lay.image_cell_box(7)) == centre(b, lay.image_cell_box(7))
     # A different threshold is a different scale.
     c, _ = render(low, threshold=3.0)
-    assert centre(c, lay.cell_box(7)) == tuple(maps.viridis(0.5)) != centre(a, lay.cell_box(7))
+    assert centre(c, lay.cell_box(7)) == tuple(pictures.viridis(0.5)) != centre(a, lay.cell_box(7))
 
 
 def test_the_highest_patch_is_outlined_first_on_ties():
@@ -142,7 +142,7 @@ def test_colour_bar_runs_from_bottom_to_top_with_a_threshold_tick_and_numbers():
     assert tuple(canvas[y, left]) == BOTTOM
     assert tuple(canvas[y, right - 1]) == TOP
     middle = (left + right) // 2
-    assert tuple(canvas[top - 2, middle]) == maps._TITLE_RGB  # the tick sticks out of the bar
+    assert tuple(canvas[top - 2, middle]) == pictures._TITLE_RGB  # the tick sticks out of the bar
     nl, nt, nr, nb = lay.numbers
     ink = (canvas[nt:nb, nl:nr] < 200).any(axis=(0, 2))
     third = (nr - nl) // 3
@@ -153,8 +153,8 @@ def test_rgb_image_and_non_square_grid():
     rng = np.random.default_rng(0)
     pixels = rng.random((3, 32, 48))
     md = np.arange(6, dtype=float)
-    image = maps.render_score_map(pixels, md, grid=(2, 3), threshold=1.0, score=5.0, title="a")
-    lay = maps.score_map_layout(image_shape=pixels.shape, grid=(2, 3))
+    image = pictures.render_score_map(pixels, md, grid=(2, 3), threshold=1.0, score=5.0, title="a")
+    lay = pictures.score_map_layout(image_shape=pixels.shape, grid=(2, 3))
     canvas = np.asarray(image)
     assert canvas.shape == (lay.height, lay.width, 3)
     assert centre(canvas, lay.cell_box(5)) == TOP
@@ -180,16 +180,16 @@ def test_bad_arguments(kwargs, match):
     args = {"pixels": GREY, "md": np.zeros(16), "threshold": 1.0}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        maps.render_score_map(
+        pictures.render_score_map(
             args["pixels"], args["md"], grid=GRID, threshold=args["threshold"], score=0.0
         )
     with pytest.raises(IndexError):
-        maps.score_map_layout(image_shape=(1, 8, 8), grid=GRID).cell_box(16)
+        pictures.score_map_layout(image_shape=(1, 8, 8), grid=GRID).cell_box(16)
 
 
 def test_written_as_a_png_with_write_map(tmp_path):
-    image = maps.render_score_map(GREY, md_values(), grid=GRID, threshold=2.0, score=10.0)
-    path = maps.write_map(image, tmp_path / "maps", "test/scratch/a.jpg")
+    image = pictures.render_score_map(GREY, md_values(), grid=GRID, threshold=2.0, score=10.0)
+    path = pictures.write_map(image, tmp_path / "maps", "test/scratch/a.jpg")
     assert path.name == "test__scratch__a.png"
     with Image.open(path) as saved:
         assert np.array_equal(np.asarray(saved), np.asarray(image))

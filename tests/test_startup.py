@@ -3,11 +3,11 @@
 import subprocess
 import sys
 
-from soartc_cli._startup import single_thread_environment, tune_malloc
+from soartc_cli.pipeline.startup import single_thread_environment, tune_malloc
 
 CHECK = r"""
 import numpy  # starts OpenBLAS with its default thread count
-from soartc_cli._startup import limit_blas_threads, loaded_openblas
+from soartc_cli.pipeline.startup import limit_blas_threads, loaded_openblas
 libraries = loaded_openblas()
 names = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads")
 get = next(getattr(lib, n) for lib in libraries for n in names if hasattr(lib, n))

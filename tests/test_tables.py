@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from soartc_cli import attention, tables
-from soartc_cli.layouts import Columns
-from soartc_cli.transforms import KERNELS
+from soartc_cli.core import attention
+from soartc_cli.core.transforms import KERNELS
+from soartc_cli.interfaces import tables
+from soartc_cli.output.layouts import Columns
 
 
 def _render(items, width=100):
@@ -110,7 +111,7 @@ def test_transform_listing_shows_kernels_with_values_presets_and_metrics():
         for values in kernel.tolist():
             row = " ".join(f"{v:g}" for v in values)
             assert any(row in line for line in lines), f"{name}: row {row} not listed"
-    from soartc_cli.rt import METRICS_REGISTRY
+    from soartc_cli.core.metrics import METRICS_REGISTRY
 
     for metric in METRICS_REGISTRY.values():
         line = next((line for line in lines if line.startswith(metric.name + " ")), "")

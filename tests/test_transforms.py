@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from soartc_cli.errors import UsageError
-from soartc_cli.transforms import (
+from soartc_cli.core.transforms import (
     KERNELS,
     ROTATIONS,
     TRANSFORM_PRESETS,
@@ -16,6 +15,7 @@ from soartc_cli.transforms import (
     merge_kernels,
     parse_transforms,
 )
+from soartc_cli.errors import UsageError
 
 # SPEC §3's table, typed out again here, row by row, independently of the module.
 SPEC_BANK = {

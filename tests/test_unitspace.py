@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
-from soartc_cli import unitspace as us
+from soartc_cli.core import unitspace as us
+from soartc_cli.core.features import soartc_features
 from soartc_cli.errors import UsageError
-from soartc_cli.features import soartc_features
 from tests import oracle_unitspace as oracle
 
 RTOL = 1e-9

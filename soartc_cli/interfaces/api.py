@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from soartc_cli.errors import UsageError
-from soartc_cli.formats import Format, OutputSpec, Sink
-from soartc_cli.jobs import ImageSettings, SoartcJob, Task
-from soartc_cli.layouts import DEFAULT_POOL, Columns, ImageValues, get_layout
+from soartc_cli.output.formats import Format, OutputSpec, Sink
+from soartc_cli.output.layouts import DEFAULT_POOL, Columns, ImageValues, get_layout
+from soartc_cli.pipeline.jobs import ImageSettings, SoartcJob, Task
 
 __all__ = ["FeatureTable", "SkippedImagesWarning", "features_table", "soartc_job"]
 
@@ -53,7 +53,7 @@ def _names(spec: str | Sequence[str]) -> str:
 def _user_kernels(kernels: PathLike | Mapping[str, Any] | None) -> dict[str, np.ndarray]:
     """``kernels`` as validated user kernels: a JSON file's path (read as ``--kernels`` reads
     it, size first), or a mapping name → rows."""
-    from soartc_cli.transforms import load_kernels, read_kernel_file
+    from soartc_cli.core.transforms import load_kernels, read_kernel_file
 
     if kernels is None:
         return {}
@@ -86,18 +86,20 @@ def soartc_job(
     UsageError
         An unknown name, a bad geometry or kernel, channels other than luma or rgb.
     """
-    from soartc_cli import attention, imageio, rt
-    from soartc_cli import transforms as transforms_module
+    from soartc_cli.core import attention
+    from soartc_cli.core import transforms as transforms_module
+    from soartc_cli.core.metrics import parse_metrics
+    from soartc_cli.imaging import load
 
     attention.check_choice(channels, name="--channels", choices=("luma", "rgb"))
-    imageio.check_geometry(size, patch=patch)
+    load.check_geometry(size, patch=patch)
     if max_pixels < 1:
         raise UsageError(f"--max-pixels must be at least 1, not {max_pixels}")
     image = ImageSettings(size, patch, channels, bool(invert), max_pixels)
     bank = transforms_module.merge_kernels(_user_kernels(kernels))
     chosen = transforms_module.parse_transforms(_names(transforms), kernels=bank)
     transforms_module.check_kernels(datum=datum, transforms=chosen, kernels=bank, patch=patch)
-    return SoartcJob(image, chosen, rt.parse_metrics(_names(metrics)), datum, bank)
+    return SoartcJob(image, chosen, parse_metrics(_names(metrics)), datum, bank)
 
 
 class _TableFormat(Format):
@@ -220,8 +222,8 @@ def features_table(
     >>> table = soartc.features_table(["photos/cats", "photos/dogs"], size=64, as_frame=False)
     >>> table["bend1.beta.mean"]  # one value per image            # doctest: +SKIP
     """
-    from soartc_cli import discover
-    from soartc_cli.runner import run_job
+    from soartc_cli.imaging import discover
+    from soartc_cli.pipeline.runner import run_job
 
     if as_frame:
         _pandas()  # say so before any work

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soartc_cli.core.names import parse_names
 from soartc_cli.errors import UsageError
-from soartc_cli.names import parse_names
 
 __all__ = [
     "METRICS",
@@ -273,7 +273,7 @@ class Shared:
         broadcast (not checked here). Never modified.
     axis : {-1, -2}, optional
         -1: ``(..., k)`` rows (the public layout); -2: ``(..., k, n)``, the layout of
-        :mod:`soartc_cli.features`, where the patches run along the last, contiguous axis.
+        :mod:`soartc_cli.core.features`, where the patches run along the last, contiguous axis.
     ss, sm : ndarray, optional
         ⟨s, s⟩ and ⟨s, m⟩ when the caller already has them (features gets both from one pass
         over all its correlations).
@@ -454,7 +454,7 @@ def compare_prepared(
 ) -> np.ndarray:
     """The metrics of float64 arrays already checked, optionally from sums already computed.
 
-    The kernel of :func:`soart_compare` and :func:`soartc_cli.features.soartc_features`.
+    The kernel of :func:`soart_compare` and :func:`soartc_cli.core.features.soartc_features`.
 
     Parameters
     ----------

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from soartc_cli.errors import InputError, UsageError
-from soartc_cli.files import NotRegularFile, open_regular
+from soartc_cli.imaging.files import NotRegularFile, open_regular
 
 __all__ = [
     "CHANNELS",
@@ -390,7 +390,7 @@ def _is_path(source: object) -> bool:
 
 
 def _open_regular(path: str | bytes | os.PathLike[str]) -> tuple[IO[bytes], int]:
-    """Open ``path`` if it is a regular file (:func:`soartc_cli.files.open_regular`):
+    """Open ``path`` if it is a regular file (:func:`soartc_cli.imaging.files.open_regular`):
     ``(file, size)``; anything else is an InputError saying what it is."""
     try:
         file, status = open_regular(path)

@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from soartc_cli.core.names import parse_names
 from soartc_cli.errors import UsageError
-from soartc_cli.names import parse_names
 
 __all__ = [
     "KERNELS",
@@ -381,7 +381,7 @@ def read_kernel_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     from waiting for a writer.
     """
     shown = os.fsdecode(path)
-    from soartc_cli.files import open_option_file
+    from soartc_cli.imaging.files import open_option_file
 
     f, info = open_option_file(path, option=_PREFIX.rstrip(": "))
     with f:

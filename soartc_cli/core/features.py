@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from soartc_cli.core.metrics import METRIC_PRESETS, check_metrics, compare_prepared
+from soartc_cli.core.patches import patch_grid, patch_view
+from soartc_cli.core.transforms import KERNELS, ROTATIONS, TRANSFORM_PRESETS, check_kernels
 from soartc_cli.errors import InputError
-from soartc_cli.patches import patch_grid, patch_view
-from soartc_cli.rt import METRIC_PRESETS, check_metrics, compare_prepared
-from soartc_cli.transforms import KERNELS, ROTATIONS, TRANSFORM_PRESETS, check_kernels
 
 __all__ = ["soartc_features"]
 
@@ -74,7 +74,7 @@ def _plan(patch, transforms, datum, metrics, kernels) -> _Plan:
     A cache hit skips the checks: the key holds everything they depend on (the patch and its
     type, the names, which transforms are kernels, and the dtype, shape and bytes of every
     kernel used), so a kernel that changes under the same name is a different key. Metrics are
-    looked up by name at every call (:func:`~soartc_cli.rt.compare_prepared`), so a metric
+    looked up by name at every call (:func:`~soartc_cli.core.metrics.compare_prepared`), so a metric
     unregistered or registered again at run time needs no new plan.
     """
     try:
@@ -209,12 +209,12 @@ def soartc_features(
         Patch side ``P``; must divide ``H`` and ``W``. Default 16.
     transforms : sequence of str or str, optional
         Transform names, in output order: kernels of ``kernels`` (SOARTC parts) and rotations
-        of :data:`~soartc_cli.transforms.ROTATIONS` (SOART). Default: the ``soartc`` preset. A
+        of :data:`~soartc_cli.core.transforms.ROTATIONS` (SOART). Default: the ``soartc`` preset. A
         string is read as ``--transforms`` is: names and presets, comma-separated (``"soart"``).
     datum : str, optional
         Name of the datum kernel ``D`` in ``kernels``. Default ``"datum"``.
     metrics : sequence of str or str, optional
-        Metric names of :data:`~soartc_cli.rt.METRICS_REGISTRY`, in output order. Default:
+        Metric names of :data:`~soartc_cli.core.metrics.METRICS_REGISTRY`, in output order. Default:
         ``soart3``. A string is read as ``--metrics`` is (``"rt"``, ``"beta,vol"``).
     kernels : mapping of str to ndarray, optional
         Built-in and user kernels, merged by the caller. Default: the built-in bank.
@@ -229,7 +229,7 @@ def soartc_features(
     ------
     UsageError
         When the patch does not divide the image, a name is unknown, or the kernels do not fit
-        (see :func:`~soartc_cli.transforms.check_kernels`).
+        (see :func:`~soartc_cli.core.transforms.check_kernels`).
     InputError
         When the image is not 2-D or 3-D, not real, or holds NaN or infinite values
         (or values so large that their sum overflows).
@@ -239,8 +239,8 @@ def soartc_features(
     For patch ``x`` (P × P): a kernel transform ``K`` compares ``s = x ⋆ D`` with ``m = x ⋆ K``
     (2-D correlation, "valid", inside the patch); a rotation transform compares ``s = x`` with
     ``m = rot(x)``. Both are flattened row-major and compared by
-    :func:`~soartc_cli.rt.soart_compare`. Each distinct kernel is correlated once, even when it
-    is both the datum and a part.
+    :func:`~soartc_cli.core.metrics.soart_compare`. Each distinct kernel is correlated once,
+    even when it is both the datum and a part.
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.dtype.kind not in "biuf":
@@ -248,11 +248,11 @@ def soartc_features(
             f"image must be a real (H, W) or (C, H, W) array, got {image.dtype} {image.shape}"
         )
     if isinstance(transforms, str):  # "soart", "bend1,rot90": as --transforms reads them
-        from soartc_cli.transforms import parse_transforms
+        from soartc_cli.core.transforms import parse_transforms
 
         transforms = parse_transforms(transforms, kernels=kernels)
     if isinstance(metrics, str):  # "rt", "beta,vol": as --metrics reads them
-        from soartc_cli.rt import parse_metrics
+        from soartc_cli.core.metrics import parse_metrics
 
         metrics = parse_metrics(metrics)
     plan = _plan(patch, tuple(transforms), datum, tuple(metrics), kernels)
@@ -299,7 +299,7 @@ def _kernel_parts(x: np.ndarray, plan: _Plan, by_metric: np.ndarray, done: slice
     """The metrics of the kernel parts of patches ``x`` into ``by_metric[:, parts, :, done]``.
 
     ``⟨s, s⟩`` and every ``⟨s, m⟩`` come from one pass over all the correlations;
-    :func:`~soartc_cli.rt.compare_prepared` does the rest.
+    :func:`~soartc_cli.core.metrics.compare_prepared` does the rest.
     """
     corr = _correlate(x, plan.weights, plan.shape)  # (kernels, C, L, n)
     standard = corr[0]

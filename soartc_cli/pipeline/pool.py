@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from soartc_cli._startup import limit_blas_threads, single_thread_environment, tune_malloc
 from soartc_cli.errors import SoartcError
+from soartc_cli.pipeline.startup import limit_blas_threads, single_thread_environment, tune_malloc
 
 __all__ = ["WorkerStartError", "imap_ordered"]
 
@@ -140,7 +140,7 @@ def _context():
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
         # The server imports the pipeline once; each worker is a fork of it, ready at once.
-        context.set_forkserver_preload(["soartc_cli.jobs", "soartc_cli.features"])
+        context.set_forkserver_preload(["soartc_cli.pipeline.jobs", "soartc_cli.core.features"])
         return context
     return multiprocessing.get_context("spawn")
 

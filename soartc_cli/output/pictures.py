@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from soartc_cli.discover import MAPS_MARKER  # noqa: F401  (the marker of a maps directory)
-from soartc_cli.outputs import AtomicFile
+from soartc_cli.imaging.discover import MAPS_MARKER  # noqa: F401  (the marker of a maps directory)
+from soartc_cli.output.targets import AtomicFile
 
 __all__ = [
     "NAN_RGB",
@@ -1036,7 +1036,7 @@ def render_score_map(
     )
     lines = [_SCORE_SCALE_NOTE]
     if highest is not None:
-        from soartc_cli.patches import patch_names
+        from soartc_cli.core.patches import patch_names
 
         name = patch_names(rows, cols)[highest]
         lines.append(f"outlined: the highest patch, {name} (MD {_format_number(md[highest])})")

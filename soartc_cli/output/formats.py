@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from soartc_cli.errors import UsageError
-from soartc_cli.layouts import (
+from soartc_cli.output.layouts import (
     Columns,
     ImageValues,
     Layout,
@@ -219,7 +219,7 @@ class ParquetSink(Sink):
         if self.rows or self.writer is None:
             self._flush()
         if record is not None:
-            from soartc_cli.record import record_json
+            from soartc_cli.output.record import record_json
 
             self.writer.add_key_value_metadata({"soartc": record_json(record)})
         self.writer.close()

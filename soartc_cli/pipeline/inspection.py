@@ -1,7 +1,7 @@
 """Inspection jobs (SPEC §10): ``fit`` collects the good images' patch features through the
 ``compute`` pipeline; ``score`` turns each image's features into patch distances and a verdict.
 
-The numbers are :mod:`soartc_cli.unitspace`'s; this module only adapts them to the pipeline: a
+The numbers are :mod:`soartc_cli.core.unitspace`'s; this module only adapts them to the pipeline: a
 collecting sink for ``fit``, a job and a layout for ``score``, and the model ↔ feature-settings
 round trip (a model whose features this soartc cannot reproduce is refused).
 """
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from soartc_cli import unitspace
+from soartc_cli.core import unitspace
 from soartc_cli.errors import UsageError
-from soartc_cli.formats import Format, OutputSpec, Sink
-from soartc_cli.jobs import ImageSettings, SoartcJob
-from soartc_cli.layouts import HEAD, Columns, ImageValues, Layout, csv_field, qualified_names
-from soartc_cli.numfmt import format_row
+from soartc_cli.output.formats import Format, OutputSpec, Sink
+from soartc_cli.output.layouts import HEAD, Columns, ImageValues, Layout, csv_field, qualified_names
+from soartc_cli.output.numbers import format_row
+from soartc_cli.pipeline.jobs import ImageSettings, SoartcJob
 
 __all__ = [
     "FeatureCollector",
@@ -123,7 +123,7 @@ def model_meta(job: SoartcJob, *, names: Sequence[str], version: str) -> dict:
 
 def job_from_model(model: unitspace.UnitSpace) -> SoartcJob:
     """The feature job a model was fitted with; UsageError when it cannot be reproduced."""
-    from soartc_cli.transforms import KERNELS, ROTATIONS
+    from soartc_cli.core.transforms import KERNELS, ROTATIONS
 
     meta = model.meta or {}
     if meta.get("model_format") != MODEL_FORMAT:
@@ -242,7 +242,7 @@ class ScoreJob:
     def finish(self, image: ImageValues) -> tuple[ImageValues, dict]:
         """Features → ``(1, 1, 1, N)`` patch distances, with score, verdict and worst patch."""
         from soartc_cli.errors import InputError
-        from soartc_cli.jobs import names_of
+        from soartc_cli.pipeline.jobs import names_of
 
         vectors = unitspace.patch_vectors(image.values)
         expected = self.model.n_patches
@@ -267,9 +267,9 @@ class ScoreJob:
 
     def draw(self, pixels, image: ImageValues, extra: dict, *, title: str):
         """The score picture: the image with its patch distances on the model's fixed scale."""
-        from soartc_cli import maps
+        from soartc_cli.output import pictures
 
-        return maps.render_score_map(
+        return pictures.render_score_map(
             pixels, image.values.ravel(), grid=image.grid,
             threshold=self.threshold, score=extra["score"], title=title,
         )  # fmt: skip
@@ -281,7 +281,7 @@ class ScoreJob:
 
 def check_fit_options(output: str | None, *, unit_space: str, quantile: float) -> None:
     """UsageError for a model path that is not ``.npz`` or cannot be written, or bad options."""
-    from soartc_cli.outputs import check_output_path
+    from soartc_cli.output.targets import check_output_path
 
     if output is None or not output.lower().endswith(".npz"):
         raise UsageError("fit needs -o MODEL.npz (the model file)")
@@ -306,8 +306,8 @@ def finish_fit(
     version: str,
 ) -> unitspace.UnitSpace:
     """Fit the unit space of the collected features, save the model, then its run record."""
-    from soartc_cli.outputs import record_path, write_text_atomic
-    from soartc_cli.record import record_json
+    from soartc_cli.output.record import record_json
+    from soartc_cli.output.targets import record_path, write_text_atomic
 
     features = collector.array()
     meta = model_meta(job, names=collector.names or (), version=version)
@@ -336,7 +336,7 @@ def score_job(model_path: str, *, threshold: float | None) -> ScoreJob:
 
 def score_spec(output: str | None, *, precision: int) -> OutputSpec:
     """The output of ``score``: the format of ``-o`` with the score layout."""
-    from soartc_cli.formats import choose_format
+    from soartc_cli.output.formats import choose_format
 
     spec = choose_format(output, precision=precision)
     return OutputSpec(spec.format, ScoreLayout(), precision, spec.compression)

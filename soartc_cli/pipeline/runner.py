@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from soartc_cli import discover, outputs
+from soartc_cli.core.patches import patch_names
 from soartc_cli.errors import SoartcError, UsageError
-from soartc_cli.formats import OutputSpec, choose_format
-from soartc_cli.jobs import Failure, ImageResult, Outcome, Task, crashed, process_image
-from soartc_cli.layouts import DEFAULT_POOL
-from soartc_cli.patches import patch_names
-from soartc_cli.record import record_json, run_record
+from soartc_cli.imaging import discover
+from soartc_cli.output import targets
+from soartc_cli.output.formats import OutputSpec, choose_format
+from soartc_cli.output.layouts import DEFAULT_POOL
+from soartc_cli.output.record import record_json, run_record
+from soartc_cli.pipeline.jobs import Failure, ImageResult, Outcome, Task, crashed, process_image
 
 __all__ = ["Interrupted", "RunReport", "RunSettings", "StrictStop", "run", "run_job"]
 
@@ -129,10 +130,10 @@ def check_outputs(
     """
     paths: list[tuple[str, str]] = []
     if settings.output not in (None, "-"):
-        from soartc_cli.journal import partial_paths
+        from soartc_cli.pipeline.resume import partial_paths
 
         paths.append(("--output", settings.output))
-        paths.append(("the run record", outputs.record_path(settings.output)))
+        paths.append(("the run record", targets.record_path(settings.output)))
         if settings.resume:
             paths.extend(("--resume", p) for p in partial_paths(settings.output))
     if settings.record is not None:
@@ -154,7 +155,7 @@ def check_outputs(
                 f"{option} {path} is one of the input images: refusing to overwrite it"
             )
     if settings.maps is not None:
-        from soartc_cli.maps import map_filename
+        from soartc_cli.output.pictures import map_filename
 
         folder = os.path.realpath(settings.maps)
         for f in files:
@@ -177,8 +178,8 @@ def check_outputs(
 
 def _prepare_maps(directory: str, files: Sequence[discover.ImageFile], note: Notify) -> None:
     """Make the pictures directory, check it is writable, warn of picture-name clashes."""
-    from soartc_cli.discover import MAPS_MARKER
-    from soartc_cli.maps import name_collisions
+    from soartc_cli.imaging.discover import MAPS_MARKER
+    from soartc_cli.output.pictures import name_collisions
 
     try:
         os.makedirs(directory, exist_ok=True)
@@ -187,7 +188,7 @@ def _prepare_maps(directory: str, files: Sequence[discover.ImageFile], note: Not
     if not os.path.isdir(directory):
         raise UsageError(f"--maps: {directory} is not a directory")
     try:
-        with outputs.AtomicFile(os.path.join(directory, MAPS_MARKER)) as marker:
+        with targets.AtomicFile(os.path.join(directory, MAPS_MARKER)) as marker:
             marker.write("soartc pictures: soartc never reads this directory as input images\n")
     except (OSError, SoartcError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
@@ -246,7 +247,7 @@ def run_job(
     ------
     StrictStop, Interrupted
     """
-    from soartc_cli.pool import imap_ordered
+    from soartc_cli.pipeline.pool import imap_ordered
 
     report = RunReport(found=len(files), started=_now())
     spec: OutputSpec | None = task.output
@@ -349,8 +350,8 @@ def resolve_files(
 def _first_grid(job, everything: Sequence[discover.ImageFile]) -> tuple[int, int] | None:
     """With ``--size 0``, the grid of the first usable image of the whole sorted list (read from
     its header: readable, within the work budget), so that every shard writes the same columns."""
-    from soartc_cli.imageio import native_grid
-    from soartc_cli.jobs import check_work
+    from soartc_cli.imaging.load import native_grid
+    from soartc_cli.pipeline.jobs import check_work
 
     for file in everything[:64]:
         options = {"patch": job.image.patch, "max_pixels": job.image.max_pixels}
@@ -424,10 +425,10 @@ def run(
         )  # fmt: skip
     if settings.workers is not None and settings.workers < 1:
         raise UsageError(f"--workers must be at least 1, not {settings.workers}")
-    if settings.resume and (settings.output in (None, "-") or outputs.is_special(settings.output)):
+    if settings.resume and (settings.output in (None, "-") or targets.is_special(settings.output)):
         raise UsageError("--resume needs -o FILE (a regular file to finish into)")
     if settings.output is not None:
-        outputs.check_output_path(settings.output)
+        targets.check_output_path(settings.output)
     if settings.record is not None:
         directory = os.path.dirname(os.path.abspath(settings.record))
         if not os.path.isdir(directory):
@@ -436,7 +437,7 @@ def run(
             raise UsageError(f"--record: cannot write into {directory}")
     grid = fixed_grid(job.image)
     if grid is not None and hasattr(job, "work_bytes"):
-        from soartc_cli.jobs import check_work
+        from soartc_cli.pipeline.jobs import check_work
 
         check_work(job, grid, error=UsageError)
     workers = settings.workers or os.cpu_count() or 1
@@ -513,7 +514,7 @@ def _run_once(files, task, settings, spec, *, workers, grid, stdout, on_outcome,
     """A run straight into its output (no journal)."""
     target = None
     if settings.output is not None:
-        target = outputs.open_target(settings.output, compression=spec.compression, stdout=stdout)
+        target = targets.open_target(settings.output, compression=spec.compression, stdout=stdout)
     sink = spec.format.sink(target.stream, spec, task.job.columns) if target else None
     try:
         report = run_job(
@@ -529,7 +530,7 @@ def _run_once(files, task, settings, spec, *, workers, grid, stdout, on_outcome,
         if target is not None:
             target.commit(text, record_file)
         elif record_file is not None:
-            outputs.write_text_atomic(record_file, text)
+            targets.write_text_atomic(record_file, text)
     except BaseException:
         if target is not None:
             target.discard()
@@ -542,7 +543,7 @@ def _run_resumable(files, task, settings, spec, *, workers, grid, on_outcome, ma
     """``--resume``: outcomes go to ``FILE.partial`` first; the output is written from it."""
     import json
 
-    from soartc_cli.journal import Journal, iter_journal, journal_length, partial_paths
+    from soartc_cli.pipeline.resume import Journal, iter_journal, journal_length, partial_paths
 
     journal_path, meta_path = partial_paths(settings.output)
     paths = [f.path for f in files]
@@ -573,7 +574,7 @@ def _run_resumable(files, task, settings, spec, *, workers, grid, on_outcome, ma
                 f"{(paths[first : first + 1] or ['(end)'])[0]!r} now); remove {journal_path} to "
                 "start again"
             )
-    outputs.write_text_atomic(meta_path, json.dumps({**identity, "paths": paths}) + "\n")
+    targets.write_text_atomic(meta_path, json.dumps({**identity, "paths": paths}) + "\n")
     journal = Journal(journal_path, keep=keep)
     try:
         report = run_job(
@@ -592,7 +593,7 @@ def _run_resumable(files, task, settings, spec, *, workers, grid, on_outcome, ma
     journal.close()
     # The finished output, from the journal, by the writer a plain run uses.
     outcomes = iter_journal(journal_path)  # one frame at a time
-    target = outputs.open_target(settings.output, compression=spec.compression)
+    target = targets.open_target(settings.output, compression=spec.compression)
     sink = spec.format.sink(target.stream, spec, task.job.columns)
     try:
         final = run_job([], Task(task.job, spec), sink=sink, done=outcomes, grid=grid)

@@ -18,10 +18,10 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-from soartc_cli import outputs
 from soartc_cli.errors import UsageError
-from soartc_cli.formats import dictionary_columns, format_of
-from soartc_cli.record import record_json
+from soartc_cli.output import targets
+from soartc_cli.output.formats import dictionary_columns, format_of
+from soartc_cli.output.record import record_json
 
 __all__ = ["merge_outputs", "merge_records"]
 
@@ -32,7 +32,7 @@ _BATCH = 4096
 
 def _load_record(part: str) -> dict:
     """The run record of a part: ``PART.meta.json``, or a Parquet file's own metadata."""
-    path = outputs.record_path(part)
+    path = targets.record_path(part)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -128,9 +128,9 @@ def _check_not_a_part(output: str, parts: Sequence[str]) -> None:
             return None
         return info.st_dev, info.st_ino
 
-    for mine in (output, outputs.record_path(output)):
+    for mine in (output, targets.record_path(output)):
         for part in parts:
-            for theirs in (part, outputs.record_path(part)):
+            for theirs in (part, targets.record_path(part)):
                 same = os.path.realpath(mine) == os.path.realpath(theirs)
                 if same or (identity(mine) is not None and identity(mine) == identity(theirs)):
                     raise UsageError(
@@ -214,7 +214,7 @@ def _write_rows(fmt_name: str, stream: IO[bytes], header: list[str], rows, preci
             flush()
         return writer
     if fmt_name == "csv":
-        from soartc_cli.layouts import csv_field
+        from soartc_cli.output.layouts import csv_field
 
         def cell(name, value):
             if name in _TEXT_COLUMNS:
@@ -285,7 +285,7 @@ def merge_outputs(
     merged["output"].pop("compression", None)
     if output != "-" and format_of(output)[1] is not None:
         merged["output"]["compression"] = format_of(output)[1]
-    target = outputs.open_target(
+    target = targets.open_target(
         output, compression=format_of(output)[1] if output != "-" else None, stdout=stdout
     )
     try:

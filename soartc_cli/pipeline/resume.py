@@ -25,7 +25,7 @@ from typing import IO, Any
 import numpy as np
 
 from soartc_cli.errors import UsageError
-from soartc_cli.jobs import Failure, ImageResult, Outcome
+from soartc_cli.pipeline.jobs import Failure, ImageResult, Outcome
 
 __all__ = ["Journal", "partial_paths", "read_journal"]
 
@@ -164,13 +164,13 @@ class Journal:
                 self.file.seek(keep)
             self.file.flush()
         except OSError as exc:
-            from soartc_cli.outputs import write_error
+            from soartc_cli.output.targets import write_error
 
             raise write_error(exc, path) from None
         self.synced = time.monotonic()
 
     def add(self, outcome: Outcome) -> None:
-        """Append one outcome; a full disk is a :class:`~soartc_cli.outputs.WriteError`."""
+        """Append one outcome; a full disk is a :class:`~soartc_cli.output.targets.WriteError`."""
         try:
             self.file.write(encode_outcome(outcome))
             self.file.flush()
@@ -179,7 +179,7 @@ class Journal:
                 os.fsync(self.file.fileno())
                 self.synced = now
         except OSError as exc:
-            from soartc_cli.outputs import write_error
+            from soartc_cli.output.targets import write_error
 
             raise write_error(exc, self.path) from None
 

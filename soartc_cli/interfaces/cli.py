@@ -17,9 +17,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from soartc_cli import __version__, attention, imageio, jobs, outputs, runner, tables
-from soartc_cli import transforms as transforms_module
+from soartc_cli import __version__
+from soartc_cli.core import attention
+from soartc_cli.core import transforms as transforms_module
 from soartc_cli.errors import InputError, SoartcError, UsageError
+from soartc_cli.imaging import load
+from soartc_cli.interfaces import tables
+from soartc_cli.output import targets
+from soartc_cli.pipeline import jobs, runner
 
 if TYPE_CHECKING:  # rich is imported when something is shown: start-up time counts in batch jobs
     from rich.console import Console
@@ -115,10 +120,10 @@ class SoartcGroup(typer.core.TyperGroup):
             if getattr(exc, "ctx", None) is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
             code = fail(exc.format_message() + hint, exc.exit_code)
-        except outputs.ClosedPipe:
+        except targets.ClosedPipe:
             _silence_stdout()
             code = EXIT_CLOSED_PIPE
-        except outputs.WriteError as exc:
+        except targets.WriteError as exc:
             code = fail(str(exc), EXIT_FAILED)
         except runner.Interrupted as exc:
             code = fail(str(exc), EXIT_INTERRUPTED)
@@ -323,7 +328,7 @@ Dim = Annotated[
 
 def _image_settings(size, patch, channels, invert, max_pixels) -> jobs.ImageSettings:
     attention.check_choice(channels, name="--channels", choices=("luma", "rgb"))
-    imageio.check_geometry(size, patch=patch, channels=channels)
+    load.check_geometry(size, patch=patch, channels=channels)
     if max_pixels < 1:
         raise UsageError(f"--max-pixels must be at least 1, not {max_pixels}")
     return jobs.ImageSettings(size, patch, channels, invert, max_pixels)
@@ -486,7 +491,7 @@ def compute_command(
 
 def _soartc_job(size, patch, channels, invert, max_pixels, datum, kernels, transforms, metrics):
     """The SOARTC/SOART job of the feature options (``compute`` and ``fit``)."""
-    from soartc_cli.api import soartc_job
+    from soartc_cli.interfaces.api import soartc_job
 
     user = transforms_module.read_kernel_file(kernels) if kernels else None
     return soartc_job(
@@ -628,7 +633,7 @@ def _demo(seed, high, dim, words, softmax, fmt, *, output: str | None, quiet: bo
     """The seed demo: compute, then render as a table, JSON or CSV (to stdout or -o FILE)."""
     fmt = _demo_format(fmt, output)
     if output not in (None, "-"):
-        outputs.check_output_path(output)
+        targets.check_output_path(output)
     x = attention.parse_words(words) if words is not None else attention.SEED_WORDS
     high = DEMO_HIGH if high is None else high
     d = DEMO_DIM if dim is None else dim
@@ -641,7 +646,7 @@ def _demo(seed, high, dim, words, softmax, fmt, *, output: str | None, quiet: bo
         if output in (None, "-"):
             sys.stdout.write(text)
         else:
-            outputs.write_text_atomic(output, text)
+            targets.write_text_atomic(output, text)
             if not quiet:
                 note(f"soartc: the demo's matrices written to {printable(output)} ({fmt})")
         return EXIT_OK
@@ -703,7 +708,7 @@ def fit_command(
     no_recursive: NoRecursive = False,
 ) -> int:
     """Learn the unit space of good images (SPEC §10): the model file for 'score'."""
-    from soartc_cli import inspection
+    from soartc_cli.pipeline import inspection
 
     inspection.check_fit_options(output, unit_space=unit_space, quantile=quantile)
     job = _soartc_job(
@@ -757,7 +762,7 @@ def score_command(
     no_recursive: NoRecursive = False,
 ) -> int:
     """Anomaly scores of images against a model: patch distances, verdicts, AUROC per label."""
-    from soartc_cli import inspection
+    from soartc_cli.pipeline import inspection
 
     if model is None:
         raise UsageError("score needs --model MODEL.npz (made by 'soartc fit')")
@@ -828,7 +833,7 @@ def merge_command(
     record: Record = None,
 ) -> int:
     """Join the outputs of the shards of one run (any formats) and their run records."""
-    from soartc_cli.merge import merge_outputs
+    from soartc_cli.output.merge import merge_outputs
 
     merge_outputs(
         parts, output, command=["soartc", *_ARGV], allow_missing=allow_missing, record=record

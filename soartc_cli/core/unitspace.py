@@ -121,7 +121,7 @@ def patch_vectors(values: npt.ArrayLike) -> np.ndarray:
     ----------
     values : (C, T, M, N) array_like
         Channel, transform, metric, patch, as returned by
-        :func:`~soartc_cli.features.soartc_features`.
+        :func:`~soartc_cli.core.features.soartc_features`.
 
     Returns
     -------
@@ -645,7 +645,7 @@ def save_model(model: UnitSpace, path_or_file: str | os.PathLike[str] | IO[bytes
     arrays["format"] = np.array(FORMAT)
     arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
     if isinstance(path_or_file, (str, os.PathLike)):
-        from soartc_cli.outputs import AtomicFile
+        from soartc_cli.output.targets import AtomicFile
 
         with AtomicFile(path_or_file, binary=True) as handle:
             np.savez(handle.file, **arrays)

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from soartc_cli import attention, imageio
-from soartc_cli.discover import ImageFile
+from soartc_cli.core import attention
+from soartc_cli.core.patches import patch_grid, patch_names
 from soartc_cli.errors import InputError
-from soartc_cli.layouts import Columns, ImageValues
-from soartc_cli.patches import patch_grid, patch_names
+from soartc_cli.imaging import load
+from soartc_cli.imaging.discover import ImageFile
+from soartc_cli.output.layouts import Columns, ImageValues
 
 __all__ = [
     "AttentionJob",
@@ -99,7 +100,7 @@ class SoartcJob:
 
     def compute(self, pixels: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` fitted pixels → ``(C, T, M, N)`` float64 values."""
-        from soartc_cli.features import soartc_features
+        from soartc_cli.core.features import soartc_features
 
         return soartc_features(
             pixels,
@@ -117,7 +118,7 @@ class SoartcJob:
 
     def settings(self) -> dict[str, object]:
         """Every setting, for the run record (kernels written out with their values)."""
-        from soartc_cli.transforms import ROTATIONS
+        from soartc_cli.core.transforms import ROTATIONS
 
         out = self.image.settings()
         out["datum"] = {"name": self.datum, "kernel": self.kernels[self.datum].tolist()}
@@ -179,8 +180,8 @@ class AttentionJob:
 class Task:
     """Everything a worker needs besides the file: the job and where its outputs go.
 
-    ``output`` is the :class:`~soartc_cli.formats.OutputSpec` whose payload each image makes, or
-    None (terminal tables only: no text is formatted).
+    ``output`` is the :class:`~soartc_cli.output.formats.OutputSpec` whose payload each image
+    makes, or None (terminal tables only: no text is formatted).
     """
 
     job: Any
@@ -245,10 +246,10 @@ def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
     try:
         settings = task.job.image
         if settings.size == 0:  # the work depends on the image's size: judged from its header
-            check_work(task.job, imageio.native_grid(
+            check_work(task.job, load.native_grid(
                 file.source, patch=settings.patch, max_pixels=settings.max_pixels, orient=False
             ))  # fmt: skip
-        loaded = imageio.load_image(
+        loaded = load.load_image(
             file.source,
             size=settings.size,
             patch=settings.patch,
@@ -290,19 +291,19 @@ def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
 
 def _draw(task: Task, file: ImageFile, pixels, image: ImageValues, extra) -> str | None:
     """Draw and write the image's picture; a failure costs the picture, never the row."""
-    from soartc_cli import maps
+    from soartc_cli.output import pictures
 
     try:
         if hasattr(task.job, "draw"):
             picture = task.job.draw(pixels, image, extra, title=file.path)
         else:
             columns = task.job.columns
-            picture = maps.render_map(
+            picture = pictures.render_map(
                 pixels, image.values, grid=image.grid,
                 channels=columns.channels or (task.job.image.channels,),
                 transforms=columns.transforms, metrics=columns.metrics, title=file.path,
             )  # fmt: skip
-        maps.write_map(picture, task.maps_dir, file.path)
+        pictures.write_map(picture, task.maps_dir, file.path)
     except OSError as exc:
         return f"--maps: cannot write the picture of {file.path}: {exc.strerror or exc}"
     except Exception as exc:

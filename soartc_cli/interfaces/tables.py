@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from soartc_cli.attention import DemoResult
-from soartc_cli.layouts import Columns
+from soartc_cli.core.attention import DemoResult
+from soartc_cli.output.layouts import Columns
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -247,8 +247,8 @@ def transform_listing(bank: dict[str, np.ndarray], user: set[str]) -> list[Table
     """Tables of the kernels (with their values), the rotations, the presets and the metrics."""
     from rich.table import Table
 
-    from soartc_cli.rt import METRIC_PRESETS, METRICS_REGISTRY
-    from soartc_cli.transforms import ROTATIONS, TRANSFORM_PRESETS
+    from soartc_cli.core.metrics import METRIC_PRESETS, METRICS_REGISTRY
+    from soartc_cli.core.transforms import ROTATIONS, TRANSFORM_PRESETS
 
     kernels = Table(title="Kernels (SOARTC: s = x ⋆ datum, m = x ⋆ kernel, inside each patch)",
                     title_justify="left", show_lines=True)  # fmt: skip

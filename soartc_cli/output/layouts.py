@@ -1,8 +1,8 @@
 """Layouts of SPEC §6: which rows and columns the values of one image become.
 
 Pure: arrays in, column names and arrays (or CSV text) out. A layout knows the *shape* of the
-table; a format (:mod:`soartc_cli.formats`) knows how a table is written. Adding a layout is one
-subclass of :class:`Layout` and one line in :data:`LAYOUTS`.
+table; a format (:mod:`soartc_cli.output.formats`) knows how a table is written. Adding a
+layout is one subclass of :class:`Layout` and one line in :data:`LAYOUTS`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soartc_cli.core.names import parse_names
 from soartc_cli.errors import UsageError
-from soartc_cli.names import parse_names
-from soartc_cli.numfmt import format_row
+from soartc_cli.output.numbers import format_row
 
 __all__ = [
     "LAYOUTS",

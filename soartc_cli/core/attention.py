@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from soartc_cli.core.patches import patch_view
 from soartc_cli.errors import InputError, UsageError
-from soartc_cli.patches import patch_view
 
 #: The seed article's four "words", one embedding of width 4 per row.
 SEED_WORDS = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]], dtype=np.int64)
@@ -476,7 +476,7 @@ def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
     the member).
     """
     shown = os.fsdecode(path)
-    from soartc_cli.files import open_option_file
+    from soartc_cli.imaging.files import open_option_file
 
     f, info = open_option_file(path, option="--weights", missing_hint=" (or use random, identity)")
     with f:
@@ -547,7 +547,7 @@ def patch_rows(image: np.ndarray, *, patch: int) -> np.ndarray:
 
     Patches are row-major; a row holds the patch's first channel (row by row), then the next
     channel, so with RGB a patch's R, G and B values are concatenated. The patches are cut by
-    :func:`~soartc_cli.patches.patch_view` (one copy, made by the final reshape).
+    :func:`~soartc_cli.core.patches.patch_view` (one copy, made by the final reshape).
 
     Raises
     ------

@@ -1,0 +1,1 @@
+"""The numeric core: arrays in, arrays out; no files, no printing."""

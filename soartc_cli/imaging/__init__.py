@@ -1,0 +1,1 @@
+"""Finding image files and turning them into fitted float pixels."""

@@ -1,0 +1,1 @@
+"""What users touch: the command line, terminal tables, the notebook API."""

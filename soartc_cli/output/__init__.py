@@ -1,0 +1,1 @@
+"""What a run writes: layouts, formats, targets, the record, merge, pictures."""
