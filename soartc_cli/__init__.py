@@ -35,7 +35,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "KERNELS": ("core.transforms", "KERNELS"),
     "ROTATIONS": ("core.transforms", "ROTATIONS"),
     "TRANSFORM_PRESETS": ("core.transforms", "TRANSFORM_PRESETS"),
-    "load_kernels": ("core.transforms", "load_kernels"),
+    "load_kernels": ("settings.optionfiles", "load_kernels"),
     "merge_kernels": ("core.transforms", "merge_kernels"),
     "parse_transforms": ("core.transforms", "parse_transforms"),
     "METRICS": ("core.metrics", "METRICS"),
@@ -61,8 +61,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "patch_distances": ("core.unitspace", "patch_distances"),
     "image_scores": ("core.unitspace", "image_scores"),
     "evaluate": ("core.unitspace", "evaluate"),
-    "save_model": ("core.unitspace", "save_model"),
-    "load_model": ("core.unitspace", "load_model"),
+    "save_model": ("output.modelfile", "save_model"),
+    "load_model": ("output.modelfile", "load_model"),
+    # settings
+    "ImageSettings": ("settings.image", "ImageSettings"),
+    "FeatureSettings": ("settings.features", "FeatureSettings"),
     # errors
     "SoartcError": ("errors", "SoartcError"),
     "UsageError": ("errors", "UsageError"),

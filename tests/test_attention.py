@@ -11,6 +11,7 @@ from scipy.special import softmax as scipy_softmax
 
 from soartc_cli.core import attention
 from soartc_cli.errors import UsageError
+from soartc_cli.settings import optionfiles
 
 # The seed article's printed results (seed 42, its code = --softmax global), digit for digit.
 ARTICLE_W_Q = [[2, 0, 2], [2, 0, 0], [2, 1, 2], [2, 2, 2]]
@@ -131,9 +132,9 @@ def test_seed_demo_rejects_bad_values(kwargs, message):
 
 
 def test_parse_words():
-    assert_array_equal(attention.parse_words("1,0,1,0;0,1,0,1"), [[1, 0, 1, 0], [0, 1, 0, 1]])
-    assert attention.parse_words("1,2;3,4").dtype == np.int64
-    floats = attention.parse_words(" 0.5, 1 ; -2e-1, 3 ")
+    assert_array_equal(optionfiles.parse_words("1,0,1,0;0,1,0,1"), [[1, 0, 1, 0], [0, 1, 0, 1]])
+    assert optionfiles.parse_words("1,2;3,4").dtype == np.int64
+    floats = optionfiles.parse_words(" 0.5, 1 ; -2e-1, 3 ")
     assert floats.dtype == np.float64
     assert_array_equal(floats, [[0.5, 1.0], [-0.2, 3.0]])
 
@@ -151,7 +152,7 @@ def test_parse_words():
 )
 def test_parse_words_rejects_bad_text(text, message):
     with pytest.raises(UsageError, match=message):
-        attention.parse_words(text)
+        optionfiles.parse_words(text)
 
 
 # --- attention over image patches ------------------------------------------------------------

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from soartc_cli.core.attention import random_weights
 from soartc_cli.core.patches import patch_names
 from soartc_cli.imaging.load import load_image
 from soartc_cli.interfaces.cli import app
@@ -164,9 +163,11 @@ def test_attention_refuses_too_many_patches_before_reading(folder, tmp_path):
     assert not (tmp_path / "o.csv").exists()
     # 1024 / 8 = 128 → 16,384 patches: allowed (computed in blocks of rows, memory bounded)
     from soartc_cli.pipeline import jobs
+    from soartc_cli.settings.features import AttentionSettings
+    from soartc_cli.settings.image import ImageSettings
 
-    job = jobs.AttentionJob(jobs.ImageSettings(1024, 8), "layer", random_weights(64, dim=64))
-    jobs.check_work(job, (128, 128))
+    job = jobs.AttentionJob(AttentionSettings.parse(image=ImageSettings(1024, 8)))
+    job.check_grid((128, 128))
     assert job.work_bytes(128 * 128) < 100 * 2**20
 
 

@@ -105,7 +105,8 @@ def test_inputs_keep_their_order_each_sorted(tmp_path):
         touch(second, name)
     lone = touch(tmp_path, "lone.png")
     files = discover([second, lone, first])
-    assert paths(files) == ["a.png", "z.png", lone, "a.png", "z.png"]
+    # two input directories: paths below their deepest common parent (SPEC §2.2)
+    assert paths(files) == ["two/a.png", "two/z.png", lone, "one/a.png", "one/z.png"]
     assert [os.path.dirname(file.source) for file in files] == [
         second,
         second,
@@ -158,8 +159,9 @@ def test_files_named_directly(tree, monkeypatch):
     assert [file.label for file in files] == ["cats", "", "dogs", ".hidden"]
     absolute = os.path.join(tree, "cats", "c1.png")
     above = os.path.join("..", "data", "a.png")
+    # labels below the deepest common parent of the files named (here the tree itself)
     assert [(f.path, f.label) for f in discover([absolute, above])] == [
-        (absolute, ""),
+        (absolute, "cats"),
         (above, ""),
     ]
 

@@ -20,14 +20,13 @@ from PIL import Image
 
 from soartc_cli.core import attention
 from soartc_cli.core.transforms import (
-    MAX_KERNEL_FILE_BYTES,
     MAX_KERNEL_VALUE,
     check_kernels,
-    load_kernels,
     merge_kernels,
-    read_kernel_file,
 )
 from soartc_cli.errors import InputError, UsageError
+from soartc_cli.settings import optionfiles
+from soartc_cli.settings.optionfiles import MAX_KERNEL_FILE_BYTES, load_kernels, read_kernel_file
 
 # --- kernel files ------------------------------------------------------------------------------
 
@@ -221,7 +220,7 @@ def test_load_weights_file_reads_plain_and_compressed_npz(tmp_path):
     savez(tmp_path / "w.npz", **arrays)
     np.savez_compressed(tmp_path / "c.npz", **arrays, extra=np.arange(3))
     for name in ("w.npz", "c.npz"):
-        weights = attention.load_weights_file(tmp_path / name, k=K)
+        weights = optionfiles.load_weights_file(tmp_path / name, k=K)
         for field in ("W_Q", "W_K", "W_V"):
             got = getattr(weights, field)
             assert got.dtype == np.float64 and got.shape == (K, 3)
@@ -338,7 +337,7 @@ CASE_NAMES = [
 def test_load_weights_file_refuses_hostile_files_in_one_line(weights_cases, case):
     path, match = weights_cases[case]
     with pytest.raises(UsageError, match=match) as caught:
-        attention.load_weights_file(path, k=K)
+        optionfiles.load_weights_file(path, k=K)
     message = str(caught.value)
     assert message.startswith("--weights: ") and "\n" not in message, message
     assert "pickle" not in message.replace("unpickles", "")  # never numpy's "pickled data" text
@@ -348,32 +347,32 @@ def test_load_weights_file_refuses_every_truncation(weights_cases):
     for case, (path, _) in weights_cases.items():
         if case.startswith("truncated"):
             with pytest.raises(UsageError, match=r"^--weights: cannot read .*not an \.npz file"):
-                attention.load_weights_file(path, k=K)
+                optionfiles.load_weights_file(path, k=K)
 
 
 def test_load_weights_file_refuses_an_oversized_file_before_reading(tmp_path, monkeypatch):
     path = tmp_path / "big.npz"
     with open(path, "wb") as f:
-        f.truncate(attention.MAX_WEIGHTS_FILE_BYTES + 1)  # sparse
+        f.truncate(optionfiles.MAX_WEIGHTS_FILE_BYTES + 1)  # sparse
     monkeypatch.setattr(zipfile, "ZipFile", None)  # reading would fail loudly
     with pytest.raises(UsageError, match=r"big\.npz is 1073741825 bytes, more than the"):
-        attention.load_weights_file(path, k=K)
+        optionfiles.load_weights_file(path, k=K)
     # A smaller budget when k is small: three (4 × 4096) float64 matrices and 1 MiB.
     budget = 3 * K * attention.MAX_WEIGHTS_DIM * 8 + (1 << 20)
     with open(path, "r+b") as f:
         f.truncate(budget + 1)
     with pytest.raises(UsageError, match=f"more than the {budget} bytes"):
-        attention.load_weights_file(path, k=K)
+        optionfiles.load_weights_file(path, k=K)
 
 
 def test_load_weights_file_refuses_missing_files_directories_and_fifos(tmp_path):
     with pytest.raises(UsageError, match=r"^--weights: no such file"):
-        attention.load_weights_file(tmp_path / "nope.npz", k=K)
+        optionfiles.load_weights_file(tmp_path / "nope.npz", k=K)
     with pytest.raises(UsageError, match=r"^--weights: cannot read .*: it is a directory"):
-        attention.load_weights_file(tmp_path, k=K)
+        optionfiles.load_weights_file(tmp_path, k=K)
     os.mkfifo(tmp_path / "pipe.npz")
     with pytest.raises(UsageError, match=r"^--weights: cannot read .*: it is not a regular file"):
-        attention.load_weights_file(tmp_path / "pipe.npz", k=K)
+        optionfiles.load_weights_file(tmp_path / "pipe.npz", k=K)
 
 
 def test_check_weights_bound_is_the_documented_one():

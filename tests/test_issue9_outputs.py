@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from soartc_cli.interfaces.cli import app
 from soartc_cli.output import targets
-from soartc_cli.pipeline.resume import read_journal
+from soartc_cli.pipeline.resume import iter_journal, journal_length
 from tests.outhelp import char_device
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
@@ -297,7 +297,7 @@ def _killed_run(args, partial, *, frames=3):
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             now = os.path.getsize(partial) if os.path.exists(partial) else 0
-            if now != size and len(read_journal(partial)[0]) >= frames:
+            if now != size and len(_read_journal(partial)[0]) >= frames:
                 break
             size = now
             time.sleep(0.002)
@@ -311,7 +311,7 @@ def _killed_run(args, partial, *, frames=3):
     while _group_members(pgid) and time.monotonic() < deadline:  # workers die with their parent
         time.sleep(0.02)
     assert _group_members(pgid) == [], "a worker survived the SIGKILL of its run"
-    return len(read_journal(partial)[0])
+    return len(_read_journal(partial)[0])
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -352,7 +352,7 @@ def test_sigterm_with_resume_keeps_the_progress_and_resume_finishes_it(tmp_path,
     partial = tmp_path / "out.csv.partial"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if partial.exists() and len(read_journal(str(partial))[0]) >= 3:
+        if partial.exists() and len(_read_journal(str(partial))[0]) >= 3:
             break
         time.sleep(0.002)
     assert proc.poll() is None, "the run ended before it could be stopped"
@@ -635,3 +635,9 @@ def test_a_shard_never_overwrites_an_input_of_another_shard(inputs, tmp_path):
     assert _snapshot(inputs) == before
     assert result.exit_code == 2
     assert "would replace the input image" in result.stderr
+
+
+def _read_journal(path):
+    """Every complete frame of a journal and the byte length they take."""
+    path = str(path)
+    return list(iter_journal(path)), journal_length(path)

@@ -52,7 +52,7 @@ def test_frames_read_back_as_the_outcomes(tmp_path):
     for outcome in OUTCOMES:
         j.add(outcome)
     j.close()
-    read, length = resume.read_journal(path)
+    read, length = _read_journal(path)
     assert length == (tmp_path / "out.csv.partial").stat().st_size
     assert len(read) == len(OUTCOMES)
     for a, b in zip(OUTCOMES, read, strict=True):
@@ -68,13 +68,13 @@ def test_a_torn_tail_is_dropped_and_overwritten_on_resume(tmp_path, cut):
     j.close()
     whole = (tmp_path / "p").read_bytes()
     (tmp_path / "p").write_bytes(whole[:-cut])  # killed in the middle of the third frame
-    read, good = resume.read_journal(path)
+    read, good = _read_journal(path)
     assert [o.index for o in read] == [0, 1]
     j = resume.Journal(path, keep=good)
     j.add(OUTCOMES[2])
     j.add(OUTCOMES[3])
     j.close()
-    read, _ = resume.read_journal(path)
+    read, _ = _read_journal(path)
     assert [o.index for o in read] == [0, 1, 2, 3]
     _same(read[2], OUTCOMES[2])
 
@@ -82,7 +82,7 @@ def test_a_torn_tail_is_dropped_and_overwritten_on_resume(tmp_path, cut):
 def test_a_file_that_is_not_a_journal_is_a_usage_error(tmp_path):
     (tmp_path / "p").write_bytes(b"path,label\n")
     with pytest.raises(UsageError, match="is not a soartc progress file"):
-        resume.read_journal(str(tmp_path / "p"))
+        _read_journal(str(tmp_path / "p"))
 
 
 def test_garbage_after_good_frames_is_dropped(tmp_path):
@@ -93,8 +93,8 @@ def test_garbage_after_good_frames_is_dropped(tmp_path):
     good = (tmp_path / "p").stat().st_size
     with open(path, "ab") as f:
         f.write(b"not a frame header\n")
-    assert [o.index for o in resume.read_journal(path)[0]] == [0]
-    assert resume.read_journal(path)[1] == good
+    assert [o.index for o in _read_journal(path)[0]] == [0]
+    assert _read_journal(path)[1] == good
 
 
 def test_partial_paths():
@@ -134,3 +134,9 @@ def test_a_journal_that_cannot_be_made_is_a_write_error(tmp_path):
     full = char_device(tmp_path / "full", 7)  # like /dev/full
     with pytest.raises(WriteError, match=f"^no space left on device writing {full}$"):
         resume.Journal(full)
+
+
+def _read_journal(path):
+    """Every complete frame of a journal and the byte length they take."""
+    path = str(path)
+    return list(resume.iter_journal(path)), resume.journal_length(path)

@@ -11,8 +11,11 @@ from soartc_cli.output.merge import merge_outputs
 OUTPUT = {"format": "csv", "layout": "wide", "precision": 7}
 
 
-def _part(tmp_path, name, body, *, index, count=2, header="path,v\n", found=2, failures=(),
+def _part(tmp_path, name, body, *, index, count=2, header="path,v\n", found=None, failures=(),
           output=None, settings=None):  # fmt: skip
+    """A part and its record; ``found`` defaults to its rows and failures (as a run writes)."""
+    if found is None:
+        found = len(body.splitlines()) + len(failures)
     path = tmp_path / name
     data = (header + body).encode()
     path.write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
@@ -32,10 +35,10 @@ def _part(tmp_path, name, body, *, index, count=2, header="path,v\n", found=2, f
 
 def test_merge_joins_csv_parts_and_their_records_in_shard_order(tmp_path):
     a = _part(tmp_path, "a.csv", "x,1\ny,2\n", index=0, found=2)
-    b = _part(tmp_path, "b.csv", "z,3\n", index=1, found=3, failures=["q.png"])
+    b = _part(tmp_path, "b.csv", "z,3\nw,4\n", index=1, found=3, failures=["q.png"])
     out = tmp_path / "all.csv"
     merge_outputs([b, a], str(out), command=["soartc", "merge"])
-    assert out.read_text() == "path,v\nx,1\ny,2\nz,3\n"
+    assert out.read_text() == "path,v\nx,1\ny,2\nz,3\nw,4\n"
     record = json.loads((tmp_path / "all.csv.meta.json").read_text())
     assert record["counts"] == {"found": 5, "processed": 4, "failed": 1}
     assert record["failures"] == [{"path": "q.png", "error": "bad"}]

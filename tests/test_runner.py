@@ -17,11 +17,42 @@ from soartc_cli.imaging.discover import discover
 from soartc_cli.output import formats
 from soartc_cli.pipeline import jobs, runner
 from soartc_cli.pipeline.pool import imap_ordered
+from soartc_cli.settings.features import FeatureSettings
+from soartc_cli.settings.image import ImageSettings
+from soartc_cli.settings.run import InputSettings, OutputSettings, RunSettings
 
-SETTINGS = jobs.ImageSettings(size=32, patch=8)
-JOB = jobs.SoartcJob(SETTINGS, TRANSFORM_PRESETS["all"], ("beta", "noise"), "datum", KERNELS)
+SETTINGS = ImageSettings(size=32, patch=8)
+JOB = jobs.SoartcJob(
+    FeatureSettings(SETTINGS, "datum", TRANSFORM_PRESETS["all"], ("beta", "noise"), KERNELS)
+)
 CSV = formats.choose_format("x.csv")
 PARQUET = formats.choose_format("x.parquet", layout="long")
+
+
+def _task(job, spec):
+    return jobs.Task(job, None if spec is None else jobs.FormatEncoder(spec, job.columns))
+
+
+class _SinkConsumer:
+    """A format's sink as a run's consumer (what FileConsumer does, without a target)."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.encoder = jobs.FormatEncoder(sink.spec, sink.columns)
+        layout = sink.spec.layout
+        self.grid_hint = layout.grid_hint if layout.depends_on_grid() else None
+
+    def begin(self, names):
+        self.sink.begin(names)
+
+    def write(self, result):
+        self.sink.write(result.payload)
+
+    def close(self, record):
+        self.sink.close(record)
+
+    def discard(self):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +93,7 @@ def _seen(outcomes):
 @pytest.mark.parametrize("workers", [2, 3])
 def test_payloads_are_identical_whatever_the_number_of_workers(folder, workers, spec):
     files = discover([str(folder)])
-    task = jobs.Task(JOB, spec)
+    task = _task(JOB, spec)
     one = _seen(_outcomes(files, task, workers=1))
     many = _seen(_outcomes(files, task, workers=workers, per_worker=1, window=3))
     assert many == one
@@ -72,10 +103,10 @@ def test_payloads_are_identical_whatever_the_number_of_workers(folder, workers, 
 
 
 @dataclass(frozen=True)
-class CrashOnWhite:
+class CrashOnWhite(jobs.FeatureJob):
     """A job whose worker dies (SIGKILL) on an all-white image, like a decoder crashing."""
 
-    image: jobs.ImageSettings = SETTINGS
+    image: ImageSettings = SETTINGS
 
     @property
     def columns(self):
@@ -86,17 +117,29 @@ class CrashOnWhite:
             os.kill(os.getpid(), signal.SIGKILL)
         return JOB.compute(pixels)
 
+    def work_bytes(self, patches):
+        return JOB.work_bytes(patches)
+
+    def to_record(self):
+        return JOB.to_record()
+
+
+def test_every_job_implements_the_job_protocol():
+    assert isinstance(JOB, jobs.Job)
+    assert isinstance(CrashOnWhite(), jobs.Job)
+    assert not isinstance(object(), jobs.Job)
+
 
 def test_a_worker_crash_loses_only_its_image(folder):
     files = discover([str(folder)])
-    outcomes = _outcomes(files, jobs.Task(CrashOnWhite(), CSV), workers=2, per_worker=2)
+    outcomes = _outcomes(files, _task(CrashOnWhite(), CSV), workers=2, per_worker=2)
     assert [o.index for o in outcomes] == list(range(len(files)))
     failed = {o.path: o.error for o in outcomes if isinstance(o, jobs.Failure)}
     assert set(failed) == {"b/broken.png", "b/white.png"}
     assert "worker process crashed" in failed["b/white.png"]
     assert "signal 9" in failed["b/white.png"]
     good = [(o.path, o.payload) for o in outcomes if isinstance(o, jobs.ImageResult)]
-    plain = _outcomes(files, jobs.Task(JOB, CSV), workers=1)
+    plain = _outcomes(files, _task(JOB, CSV), workers=1)
     want = [(o.path, o.payload) for o in plain if o.path not in failed]
     assert good == want  # the same bytes, not only the same names
     assert len(good) == len(files) - 2
@@ -112,7 +155,7 @@ def test_run_job_streams_header_then_rows_and_counts(folder, tmp_path):
     seen = []
     with open(out, "wb") as stream:
         sink = _csv_sink(stream)
-        report = runner.run_job(files, jobs.Task(JOB, CSV), sink=sink, on_outcome=seen.append)
+        report = runner.run_job(files, _task(JOB, CSV), _SinkConsumer(sink), on_outcome=seen.append)
         sink.close(None)
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("path,label,width,height,bend1.beta.r00c00,")
@@ -127,22 +170,23 @@ def test_run_job_streams_header_then_rows_and_counts(folder, tmp_path):
 def test_strict_stops_at_the_first_failure(folder):
     files = discover([str(folder)])
     with pytest.raises(runner.StrictStop, match=r"broken\.png"):
-        runner.run_job(files, jobs.Task(JOB, CSV), sink=None, strict=True)
+        runner.run_job(files, _task(JOB, CSV), runner.TableConsumer(), strict=True)
 
 
 def test_size_zero_wide_layout_skips_images_whose_grid_differs(folder):
     files = [f for f in discover([str(folder)]) if "broken" not in f.path]
-    job = jobs.SoartcJob(jobs.ImageSettings(size=0, patch=8), ("rot90",), ("beta",), "datum",
-                         KERNELS)  # fmt: skip
+    job = jobs.SoartcJob(
+        FeatureSettings(ImageSettings(size=0, patch=8), "datum", ("rot90",), ("beta",), KERNELS)
+    )
     stream = io.BytesIO()
-    report = runner.run_job(files, jobs.Task(job, CSV), sink=_csv_sink(stream, job=job))
+    report = runner.run_job(files, _task(job, CSV), _SinkConsumer(_csv_sink(stream, job=job)))
     assert report.failures
     assert all("patch grid" in f.error for f in report.failures)
     header = stream.getvalue().decode().splitlines()[0].split(",")
     assert len(header) == 4 + _grid_cells(files[0])
     long = formats.choose_format("x.csv", layout="long")
     long_report = runner.run_job(
-        files, jobs.Task(job, long), sink=_csv_sink(io.BytesIO(), long, job)
+        files, _task(job, long), _SinkConsumer(_csv_sink(io.BytesIO(), long, job))
     )
     assert not long_report.failures
 
@@ -154,22 +198,23 @@ def _grid_cells(file):
 
 def test_terminal_runs_collect_rows_without_payloads(folder):
     files = discover([str(folder)])
-    report = runner.run_job(files, jobs.Task(JOB, None))
-    assert len(report.rows) == report.processed == len(files) - 1
-    assert all(r.payload is None for r in report.rows)
-    assert report.rows[0].means.shape == (1, len(JOB.transforms), 2)
+    table = runner.TableConsumer(keep=5)
+    report = runner.run_job(files, _task(JOB, None), table)
+    assert len(table.rows) == 5 and table.count == report.processed == len(files) - 1
+    assert all(r.payload is None for r in table.rows)
+    assert table.rows[0].means.shape == (1, len(JOB.settings.transforms), 2)
 
 
 # --- run(): checks first, the record ---------------------------------------------------------
 
 
 def _run(settings, **kwargs):
-    return runner.run(JOB, settings, command=["soartc", "test"], version="0", **kwargs)
+    return runner.run(JOB, settings, command=["soartc", "test"], **kwargs)
 
 
 def test_run_writes_the_output_and_its_record(folder, tmp_path):
     out = tmp_path / "out.csv"
-    report = _run(runner.RunSettings((str(folder),), str(out), workers=2))
+    report = _run(RunSettings(InputSettings((str(folder),)), OutputSettings(str(out)), workers=2))
     record = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert record == report.record
     assert record["counts"] == {"found": 15, "processed": 14, "failed": 1}
@@ -182,18 +227,21 @@ def test_run_writes_the_output_and_its_record(folder, tmp_path):
     ("change", "message"),
     [
         ({"workers": 0}, "--workers must be at least 1"),
-        ({"resume": True, "output": "-"}, "--resume needs -o FILE"),
-        ({"output": "x.txt"}, "cannot tell the format"),
-        ({"layout": "long", "output": "x.jsonl"}, "several rows per image"),
+        ({"resume": True, "path": "-"}, "--resume needs -o FILE"),
+        ({"path": "x.txt"}, "cannot tell the format"),
+        ({"layout": "long", "path": "x.jsonl"}, "several rows per image"),
         ({"pool": ("mean", "mode"), "layout": "pooled"}, "--pool"),
     ],
 )
 def test_bad_settings_are_usage_errors_before_any_work(folder, tmp_path, change, message):
     seen = []
-    settings = runner.RunSettings((str(folder),), str(tmp_path / "o.csv"))
-    settings = runner.RunSettings(**{**settings.__dict__, **change})
+    output = {"path": str(tmp_path / "o.csv")}
+    run = {k: change.pop(k) for k in list(change) if k == "workers"}
     with pytest.raises(UsageError, match=message):
-        _run(settings, on_outcome=seen.append)
+        settings = RunSettings(
+            InputSettings((str(folder),)), OutputSettings(**{**output, **change}), **run
+        )
+        _run(settings, observer=runner.Observer(on_outcome=seen.append))
     assert seen == []
     assert list(tmp_path.iterdir()) == []
 

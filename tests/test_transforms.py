@@ -11,11 +11,11 @@ from soartc_cli.core.transforms import (
     ROTATIONS,
     TRANSFORM_PRESETS,
     check_kernels,
-    load_kernels,
     merge_kernels,
     parse_transforms,
 )
 from soartc_cli.errors import UsageError
+from soartc_cli.settings.optionfiles import load_kernels
 
 # SPEC §3's table, typed out again here, row by row, independently of the module.
 SPEC_BANK = {

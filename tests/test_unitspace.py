@@ -19,6 +19,7 @@ from PIL import Image
 from soartc_cli.core import unitspace as us
 from soartc_cli.core.features import soartc_features
 from soartc_cli.errors import UsageError
+from soartc_cli.output import modelfile
 from tests import oracle_unitspace as oracle
 
 RTOL = 1e-9
@@ -283,20 +284,20 @@ def assert_same_model(a, b):
 def test_model_round_trip_to_a_path_and_to_bytes(tmp_path, unit_space):
     model = us.fit_unit_space(correlated(12), unit_space=unit_space, quantile=0.95, meta=META)
     path = tmp_path / "model.npz"
-    us.save_model(model, path)
-    assert_same_model(model, us.load_model(path))
-    assert_same_model(model, us.load_model(str(path)))
+    modelfile.save_model(model, path)
+    assert_same_model(model, modelfile.load_model(path))
+    assert_same_model(model, modelfile.load_model(str(path)))
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary left
     buffer = io.BytesIO()
-    us.save_model(model, buffer)
+    modelfile.save_model(model, buffer)
     buffer.seek(0)
-    loaded = us.load_model(buffer)
+    loaded = modelfile.load_model(buffer)
     assert_same_model(model, loaded)
     assert loaded.meta == META
     with np.load(path, allow_pickle=False) as archive:
         assert archive["meta"].dtype.kind == "U" and archive["meta"].shape == ()
         assert json.loads(str(archive["meta"])) == META
-        assert int(archive["format_version"]) == us.FORMAT_VERSION
+        assert int(archive["format_version"]) == modelfile.FORMAT_VERSION
     assert_allclose(
         us.patch_distances(loaded, correlated(13)), us.patch_distances(model, correlated(13))
     )
@@ -305,7 +306,7 @@ def test_model_round_trip_to_a_path_and_to_bytes(tmp_path, unit_space):
 def test_save_replaces_an_existing_file_only_when_complete(tmp_path, monkeypatch):
     path = tmp_path / "model.npz"
     first = us.fit_unit_space(correlated(14), meta={"run": 1})
-    us.save_model(first, path)
+    modelfile.save_model(first, path)
     before = path.read_bytes()
 
     def broken(file, **arrays):
@@ -314,13 +315,13 @@ def test_save_replaces_an_existing_file_only_when_complete(tmp_path, monkeypatch
 
     monkeypatch.setattr(us.np, "savez", broken)
     with pytest.raises(KeyboardInterrupt):
-        us.save_model(us.fit_unit_space(correlated(15), meta={"run": 2}), path)
+        modelfile.save_model(us.fit_unit_space(correlated(15), meta={"run": 2}), path)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
     second = us.fit_unit_space(correlated(15), meta={"run": 2})
-    us.save_model(second, path)
-    assert us.load_model(path).meta == {"run": 2}
+    modelfile.save_model(second, path)
+    assert modelfile.load_model(path).meta == {"run": 2}
 
 
 PICKLE_CALLS: list[str] = []
@@ -341,7 +342,7 @@ class Trap:
 def model_arrays(**changes):
     model = us.fit_unit_space(correlated(16), meta=META)
     buffer = io.BytesIO()
-    us.save_model(model, buffer)
+    modelfile.save_model(model, buffer)
     buffer.seek(0)
     with np.load(buffer) as archive:
         arrays = {key: archive[key] for key in archive.files}
@@ -373,7 +374,7 @@ def test_mismatched_models_are_usage_errors(tmp_path, arrays, match):
     path = tmp_path / "model.npz"
     np.savez(path, **arrays)
     with pytest.raises(UsageError, match=match):
-        us.load_model(path)
+        modelfile.load_model(path)
 
 
 def test_an_object_array_is_refused_and_never_unpickled(tmp_path):
@@ -382,14 +383,14 @@ def test_an_object_array_is_refused_and_never_unpickled(tmp_path):
     np.savez(path, allow_pickle=True, **arrays)
     PICKLE_CALLS.clear()
     with pytest.raises(UsageError, match="Object arrays cannot be loaded"):
-        us.load_model(path)
+        modelfile.load_model(path)
     assert PICKLE_CALLS == []
     # An object array as the whole file (np.save of a pickled object) is refused as well.
     single = tmp_path / "pickled.npz"
     np.save(single.with_suffix(".npy"), np.array([Trap()], dtype=object), allow_pickle=True)
     single.with_suffix(".npy").rename(single)
     with pytest.raises(UsageError, match="not a usable soartc model"):
-        us.load_model(single)
+        modelfile.load_model(single)
     assert PICKLE_CALLS == []
 
 
@@ -397,29 +398,29 @@ def test_files_that_are_not_models_are_usage_errors(tmp_path):
     text = tmp_path / "notes.npz"
     text.write_text("threshold = 3\n")
     with pytest.raises(UsageError, match=r"notes\.npz is not an \.npz archive"):
-        us.load_model(text)
+        modelfile.load_model(text)
     npy = tmp_path / "array.npz"
     np.save(tmp_path / "array.npy", np.zeros(3))
     (tmp_path / "array.npy").rename(npy)
     with pytest.raises(UsageError, match=r"single \.npy array, not an \.npz archive"):
-        us.load_model(npy)
+        modelfile.load_model(npy)
     truncated = tmp_path / "truncated.npz"
-    us.save_model(us.fit_unit_space(correlated(17)), truncated)
+    modelfile.save_model(us.fit_unit_space(correlated(17)), truncated)
     truncated.write_bytes(truncated.read_bytes()[:300])
     with pytest.raises(UsageError, match="not a usable soartc model"):
-        us.load_model(truncated)
+        modelfile.load_model(truncated)
     empty = tmp_path / "empty.npz"
     with zipfile.ZipFile(empty, "w"):
         pass
     with pytest.raises(UsageError, match="lacks the array"):
-        us.load_model(empty)
+        modelfile.load_model(empty)
     with pytest.raises(UsageError, match="model file not found"):
-        us.load_model(tmp_path / "missing.npz")
+        modelfile.load_model(tmp_path / "missing.npz")
     with pytest.raises(UsageError, match=r"not an \.npz archive"):
-        us.load_model(io.BytesIO(b""))
+        modelfile.load_model(io.BytesIO(b""))
     for error in (text, npy, truncated, empty):
         try:
-            us.load_model(error)
+            modelfile.load_model(error)
         except UsageError as exc:
             assert "\n" not in str(exc)
 

@@ -11,16 +11,12 @@ QEU (2024). QEUR23_VTFDEV1: SOARTC metrics — an introduction (the seed article
 from __future__ import annotations
 
 import math
-import os
-import struct
-import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 
+from soartc_cli.core.names import check_choice
 from soartc_cli.core.patches import patch_view
 from soartc_cli.errors import InputError, UsageError
 
@@ -43,13 +39,6 @@ WEIGHT_NAMES = ("W_Q", "W_K", "W_V")
 #: Largest ``d`` (columns of each weight matrix) accepted from a file; ViT projections use 64 per
 #: head and at most a few thousand in all.
 MAX_WEIGHTS_DIM = 4096
-#: Largest ``--weights`` file read, whatever ``k``: checked with ``os.stat`` before reading.
-MAX_WEIGHTS_FILE_BYTES = 1 << 30
-#: Room for the zip structure and the ``.npy`` headers on top of the arrays' data, in bytes.
-_NPZ_OVERHEAD = 1 << 20
-#: Most members a ``--weights`` archive may list: it needs three; the zip reader keeps an
-#: object per member in memory, so millions of tiny members must be refused before it reads them.
-MAX_NPZ_MEMBERS = 256
 #: Bound on ``2·k²·d·max|W_Q|·max|W_K|``, the largest size a difference of two scores can reach
 #: (see :func:`check_weights`), leaving float64 (1.8·10³⁰⁸) eight orders of magnitude of room.
 MAX_SCORE_BOUND = 1e300
@@ -131,42 +120,6 @@ class DemoResult:
     def matrices(self) -> dict[str, np.ndarray]:
         """The matrices by name, in print order."""
         return {name: getattr(self, name) for name in DEMO_MATRICES}
-
-
-def check_choice(value: str, *, name: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a UsageError naming ``name``."""
-    if value not in choices:
-        raise UsageError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return value
-
-
-def parse_words(text: str) -> np.ndarray:
-    """Parse ``--words``: rows separated by ``;``, numbers by ``,`` ("1,0,1,0;0,1,0,1").
-
-    Returns
-    -------
-    (n, k) ndarray
-        int64 when every number is a whole number written without a decimal point, else float64.
-    """
-    rows = [row.strip() for row in text.strip().split(";")]
-    if not text.strip() or any(not row for row in rows):
-        raise UsageError(f"--words needs rows separated by ';', e.g. '1,0,1,0;0,1,0,1': {text!r}")
-    cells = [[c.strip() for c in row.split(",")] for row in rows]
-    widths = {len(row) for row in cells}
-    if len(widths) != 1:
-        raise UsageError(
-            f"--words rows must all have the same length; got lengths {sorted(widths)}"
-        )
-    try:
-        if all(c.lstrip("+-").isdigit() for row in cells for c in row):
-            words = np.array([[int(c) for c in row] for row in cells], dtype=np.int64)
-        else:
-            words = np.array([[float(c) for c in row] for row in cells], dtype=np.float64)
-    except (ValueError, OverflowError):
-        raise UsageError(f"--words must hold numbers only: {text!r}") from None
-    if not np.all(np.isfinite(words)):
-        raise UsageError(f"--words must hold finite numbers: {text!r}")
-    return words
 
 
 def seed_demo(
@@ -348,161 +301,6 @@ def _check_score_bound(w_q: np.ndarray, w_k: np.ndarray, *, k: int) -> None:
             f"{largest_k:.3g}): scores Q·Kᵀ could overflow; need 2·k²·d·max|W_Q|·max|W_K| ≤ "
             f"{MAX_SCORE_BOUND:.0e} (k = {k}, d = {d}); scale the weights down"
         )
-
-
-class _NotNpz(Exception):
-    """The file is not a readable zip of ``.npy`` arrays (turned into one UsageError)."""
-
-
-def _npy_member(archive: zipfile.ZipFile, name: str, *, k: int, shown: str) -> np.ndarray:
-    """Read array ``name`` of an ``.npz`` archive, checking its header before any data."""
-    try:
-        info = archive.getinfo(f"{name}.npy")
-    except KeyError:
-        raise UsageError(
-            f"--weights: {shown} lacks {name} (needs W_Q, W_K, W_V as {name}.npy members)"
-        ) from None
-    # Declared sizes first: a few megabytes of deflate can claim gigabytes (a zip bomb).
-    limit = _NPZ_OVERHEAD + k * MAX_WEIGHTS_DIM * 8
-    if info.file_size > limit:
-        raise UsageError(
-            f"--weights: {name} in {shown} declares {info.file_size} bytes uncompressed, more "
-            f"than a ({k} × d ≤ {MAX_WEIGHTS_DIM}) matrix of 8-byte numbers needs ({limit})"
-        )
-    if info.flag_bits & 0x1:
-        raise UsageError(f"--weights: {name} in {shown} is encrypted")
-    with archive.open(info) as member:
-        try:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
-                raise _NotNpz(f"{name} is an .npy file of version {version}, not 1.0 or 2.0")
-        except ValueError as exc:
-            raise _NotNpz(f"{name} is not an .npy array ({exc})") from None
-        if dtype.hasobject:
-            raise UsageError(
-                f"--weights: {name} in {shown} holds Python objects; soartc never unpickles: "
-                "save plain float arrays (numpy.savez with float64 arrays)"
-            )
-        if dtype.names is not None or dtype.subdtype is not None or dtype.kind not in "biuf":
-            raise UsageError(
-                f"--weights: {name} in {shown} holds {dtype}, not real numbers (integers or floats)"
-            )
-        if dtype.itemsize > 8:
-            raise UsageError(
-                f"--weights: {name} in {shown} holds {dtype}; use float64 or a smaller type"
-            )
-        if len(shape) != 2 or shape[0] != k or not 1 <= shape[1] <= MAX_WEIGHTS_DIM:
-            raise UsageError(
-                f"--weights: {name} in {shown} has shape {shape}; each of W_Q, W_K, W_V must be "
-                f"(k, d) = ({k}, d) for these patches, with 1 ≤ d ≤ {MAX_WEIGHTS_DIM}"
-            )
-        count = shape[0] * shape[1]
-        nbytes = count * dtype.itemsize
-        if info.file_size < member.tell() + nbytes:
-            raise UsageError(
-                f"--weights: {name} in {shown} is truncated: its header needs {nbytes} bytes "
-                f"of data, the member holds {max(info.file_size - member.tell(), 0)}"
-            )
-        data = member.read(nbytes)
-    if len(data) != nbytes:
-        raise _NotNpz(f"{name} ends early")
-    array = np.frombuffer(data, dtype=dtype, count=count)
-    return array.reshape(shape, order="F" if fortran else "C")
-
-
-def _check_zip_directory(f: BinaryIO, size: int) -> None:
-    """Refuse an archive whose central directory lists too many members, before reading it.
-
-    Reads the end-of-central-directory record (the last 22 bytes, or up to 64 KiB more when the
-    archive has a comment) and checks its member count and directory size. Raises
-    :class:`_NotNpz` when there is no such record, :class:`UsageError` when it is too large.
-    """
-    tail_size = min(size, 22 + 0xFFFF)
-    f.seek(size - tail_size)
-    tail = f.read(tail_size)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or at + 22 > len(tail):
-        raise _NotNpz("no zip end-of-directory record")
-    members, directory_size = struct.unpack_from("<HI", tail, at + 10)
-    if members > MAX_NPZ_MEMBERS or directory_size > _NPZ_OVERHEAD:
-        shown = "65535 or more" if members == 0xFFFF else str(members)
-        raise UsageError(
-            f"--weights: the archive lists {shown} members in a {directory_size}-byte "
-            f"directory; a weights file needs W_Q, W_K, W_V (at most {MAX_NPZ_MEMBERS} members)"
-        )
-    f.seek(0)
-
-
-def load_weights_file(path: str | os.PathLike[str], *, k: int) -> Weights:
-    """Read ``--weights FILE``: an ``.npz`` with ``W_Q``, ``W_K``, ``W_V``, read as untrusted data.
-
-    Parameters
-    ----------
-    path : str or path-like
-        An ``.npz`` file (a zip of ``.npy`` arrays, as ``numpy.savez`` or ``savez_compressed``
-        write it).
-    k : int
-        Width of the inputs (``P²``, or ``3·P²`` with RGB): the row count every matrix needs.
-
-    Returns
-    -------
-    Weights
-        The three ``(k, d)`` matrices as float64.
-
-    Raises
-    ------
-    UsageError
-        One line starting ``--weights: ``, when the file is missing, not a regular file, larger
-        than its budget (judged by ``os.fstat`` before reading), not an ``.npz`` (a ``.npy``
-        renamed, text, a truncated or corrupt zip), lacks an array (naming which), declares
-        more uncompressed bytes than a ``(k, d)`` matrix needs (a zip bomb), holds Python
-        objects, non-numbers, a wrong shape or ``d > MAX_WEIGHTS_DIM``, or fails
-        :func:`check_weights` (NaN, ±inf, weights so large that scores could overflow).
-
-    Notes
-    -----
-    Nothing is unpickled and nothing is inflated before it is checked. The file may hold at most
-    ``min(1 GiB, 3·k·MAX_WEIGHTS_DIM·8 + 1 MiB)`` bytes, and its zip directory (read from the
-    end record first) at most :data:`MAX_NPZ_MEMBERS` members in 1 MiB. For each matrix the
-    zip's declared uncompressed size is checked, then the ``.npy`` header
-    (``numpy.lib.format.read_magic`` and ``read_array_header_1_0``/``2_0``, which parse the
-    header as a literal, never as code): its dtype must be plain integers or floats and its
-    shape ``(k, d)``; only then are exactly the ``k·d·itemsize`` bytes the header announces read
-    (the zip reader never returns more than the declared size, and checks the CRC at the end of
-    the member).
-    """
-    shown = os.fsdecode(path)
-    from soartc_cli.imaging.files import open_option_file
-
-    f, info = open_option_file(path, option="--weights", missing_hint=" (or use random, identity)")
-    with f:
-        budget = min(MAX_WEIGHTS_FILE_BYTES, 3 * k * MAX_WEIGHTS_DIM * 8 + _NPZ_OVERHEAD)
-        if info.st_size > budget:
-            raise UsageError(
-                f"--weights: {shown} is {info.st_size} bytes, more than the {budget} bytes three "
-                f"({k} × d ≤ {MAX_WEIGHTS_DIM}) float64 matrices can need"
-            )
-        try:
-            _check_zip_directory(f, info.st_size)
-            with zipfile.ZipFile(f) as archive:
-                arrays = {n: _npy_member(archive, n, k=k, shown=shown) for n in WEIGHT_NAMES}
-        except _NotNpz as exc:
-            raise UsageError(
-                f"--weights: cannot read {shown}: not an .npz file (a zip of .npy arrays): {exc}"
-            ) from None
-        except (
-            zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-            RuntimeError, KeyError, UnicodeDecodeError,
-        ) as exc:  # fmt: skip
-            text = " ".join(str(exc).split())[:100] or type(exc).__name__
-            raise UsageError(
-                f"--weights: cannot read {shown}: not an .npz file (a zip of .npy arrays): {text}"
-            ) from None
-    return check_weights(arrays, k=k)
 
 
 def patch_attention(

@@ -1,4 +1,5 @@
-"""Comma-separated lists of names with presets: ``--transforms`` and ``--metrics``."""
+"""Names users type: one of a few choices, or comma-separated lists with presets
+(``--transforms``, ``--metrics``, ``--pool``)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,11 @@ def _expand(
         for item in presets.get(name, (name,)):
             chosen.setdefault(item, None)
     return tuple(chosen)
+
+
+def check_choice(value: object, *, name: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a UsageError naming ``name``."""
+    if not isinstance(value, str) or value not in choices:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise UsageError(f"{name} must be one of {', '.join(choices)}, not {shown}")
+    return value

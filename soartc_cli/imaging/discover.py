@@ -20,16 +20,19 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO, TextIO
 
+from soartc_cli.core.names import check_choice
 from soartc_cli.errors import UsageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LABELS",
     "ImageFile",
     "discover",
     "display_path",
+    "label_of",
     "parse_shard",
     "shard",
 ]
@@ -72,11 +75,13 @@ class ImageFile:
         for bytes that are not valid UTF-8, so that it stays openable.
     path : str
         The display and CSV path (SPEC §2.2): POSIX, relative to the input directory the file was
-        found under, or as given for a file named directly. Bytes that are not valid UTF-8 are
-        written as ``\\xNN`` escapes.
+        found under (with several input directories, to their deepest common parent), or as given
+        for a file named directly. Bytes that are not valid UTF-8 are written as ``\\xNN``
+        escapes.
     label : str
-        The first component of ``path`` when the file sits in a sub-directory (the ImageFolder
-        convention: ``cats/a.png`` → ``cats``), else ``""``.
+        By ``labels`` (:data:`LABELS`): ``first``, the first directory component below the root
+        (the ImageFolder convention: ``cats/a.png`` → ``cats``); ``parent``, the name of the
+        image's own directory; ``none``, ``""``. An image directly in the root has ``""``.
     """
 
     source: str
@@ -107,12 +112,36 @@ def display_path(path: str) -> str:
     return path
 
 
-def _label_of(path: str) -> str:
-    """First component of a relative display path that goes into a sub-directory, else ``""``."""
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if len(parts) < 2 or path.startswith("/") or parts[0] == "..":
+#: ``labels``: how an image's label is found (SPEC §2.2).
+LABELS: tuple[str, ...] = ("first", "parent", "none")
+
+
+def label_of(relative: str, *, labels: str = "first") -> str:
+    """The label of an image whose path below its root is ``relative`` (POSIX).
+
+    ``first``: its first directory component; ``parent``: its own directory's name; ``none``:
+    ``""``. An image directly in the root (one component) has ``""`` whatever ``labels`` is.
+    """
+    parts = [part for part in relative.split("/") if part not in ("", ".")]
+    if len(parts) < 2 or labels == "none":
         return ""
-    return parts[0]
+    return parts[0] if labels == "first" else parts[-2]
+
+
+def _common_parent(paths: Sequence[str]) -> str:
+    """The deepest directory that holds every one of ``paths`` (absolute, normalised)."""
+    absolute = [os.path.abspath(p) for p in paths]
+    try:
+        return os.path.commonpath(absolute)
+    except ValueError:  # different drives (Windows): no common parent
+        return ""
+
+
+def _below(path: str, root: str) -> str:
+    """``path`` relative to directory ``root`` as POSIX display text (``root`` "": unchanged)."""
+    if not root:
+        return display_path(path)
+    return display_path(os.path.relpath(os.path.abspath(path), root))
 
 
 def _is_image_name(name: str) -> bool:
@@ -237,22 +266,24 @@ def _walk(
     *,
     recursive: bool,
     on_error: Callable[[str, str], None] | None,
+    prefix: str = "",
 ) -> list[ImageFile]:
-    """Image files under directory ``root``, sorted by their relative display path."""
+    """Image files under directory ``root``, sorted by their relative display path (each path
+    after ``prefix``: the root's own path below the common parent of several input roots)."""
     found: list[ImageFile] = []
     root_stat = _stat(root)
     # Each stack item: (directory to list, its display prefix, identities of it and its ancestors).
     # Keeping the ancestors' (st_dev, st_ino) stops symbolic-link loops; a directory reached twice
     # through different names (no loop) is listed under both names, as the links say.
     stack: list[tuple[str, str, tuple[tuple[int, int], ...]]] = [
-        (root, "", ((root_stat.st_dev, root_stat.st_ino),))
+        (root, prefix, ((root_stat.st_dev, root_stat.st_ino),))
     ]
     while stack:
         directory, prefix, ancestors = stack.pop()
         try:
             listed, fd = _list_directory(directory)
         except OSError as exc:
-            if not prefix:
+            if directory is root:
                 raise UsageError(
                     f"cannot read input directory {display_path(directory)}: {exc.strerror or exc}"
                 ) from exc
@@ -307,8 +338,7 @@ def _take(
                 continue
             stack.append((source, f"{shown}/", (*ancestors, key)))
         elif _is_image_name(name) and (is_file or unknown or _is_unusable_link(entry, source)):
-            label = prefix[: prefix.index("/")] if prefix else ""
-            found.append(ImageFile(source=source, path=shown, label=label))
+            found.append(ImageFile(source=source, path=shown, label=""))
 
 
 def _read_lines(stream: TextIO | BinaryIO) -> list[str]:
@@ -336,6 +366,7 @@ def discover(
     recursive: bool = True,
     stdin: TextIO | BinaryIO | None = None,
     on_error: Callable[[str, str], None] | None = None,
+    labels: str = "first",
 ) -> list[ImageFile]:
     """Find the image files named by ``inputs``, in a fixed order.
 
@@ -354,6 +385,8 @@ def discover(
         permission denied), after which the walk goes on; ``path`` is relative to its input
         directory, like :attr:`ImageFile.path`. Without it such a directory raises
         :class:`~soartc_cli.errors.UsageError` naming its full path.
+    labels : {"first", "parent", "none"}, default "first"
+        How each image's label is found (SPEC §2.2; see :func:`label_of`).
 
     Returns
     -------
@@ -379,12 +412,16 @@ def discover(
     and directories alike. Symbolic links to directories are followed; a link back to a directory
     being walked (a loop) is not.
 
+    With several input directories, every path is relative to their deepest common parent
+    (``two/cats two/dogs`` → ``cats/a.png``, ``dogs/a.png``), so that no two rows share a path
+    by accident, and labels are taken below that parent.
+
     A file named directly, on the command line or on a line of ``stdin``, is taken whatever its
     name or extension: the user asked for it. Its ``path`` is the name as given (POSIX
-    separators) and its ``label`` the first component of that path when it is relative and goes
-    down into a sub-directory (``cats/a.png`` → ``cats``, ``./cats/a.png`` → ``cats``; ``a.png``,
-    ``/abs/a.png``, ``../a.png`` → ``""``), so that naming ``cats/*.png`` gives the same rows as
-    walking ``.``. A directory named directly is walked even if its name starts with ``.``.
+    separators); its label is taken from its path below the deepest common parent directory of
+    all the files named directly (``find photos -name '*.jpg'`` labels ``photos/cats/a.jpg``
+    ``cats``; a single file, directly in that parent, has the empty label). A directory named
+    directly is walked even if its name starts with ``.``.
     A path read from ``stdin`` that names a directory is walked like any input directory.
 
     A path holding a NUL byte (possible on a line of ``stdin`` or through the API, never on a
@@ -396,28 +433,40 @@ def discover(
     Inside directories, paths longer than ``PATH_MAX`` are walked too (see the module notes);
     opening such a file then fails with ``File name too long`` as a reported failure.
     """
-    result: list[ImageFile] = []
+    check_choice(labels, name="labels", choices=LABELS)
+    named: list[str] = []
     for given in inputs:
-        if given == "-":
-            lines = _read_lines(stdin if stdin is not None else sys.stdin)
-            for line in lines:
-                result.extend(_one_input(line, recursive=recursive, on_error=on_error))
-        else:
-            result.extend(_one_input(given, recursive=recursive, on_error=on_error))
+        named.extend(
+            _read_lines(stdin if stdin is not None else sys.stdin) if given == "-" else [given]
+        )
+    kinds = [(given, _input_kind(given, on_error=on_error)) for given in named]
+    directories = [given for given, kind in kinds if kind == "directory"]
+    files = [given for given, kind in kinds if kind == "file"]
+    # Several directories: paths below their deepest common parent, so no two rows share a path
+    # by accident; files named directly keep their path, labelled below their common parent.
+    directory_root = _common_parent(directories) if len(directories) > 1 else ""
+    file_root = _common_parent([os.path.dirname(os.path.abspath(f)) for f in files])
+    result: list[ImageFile] = []
+    for given, kind in kinds:
+        if kind == "directory":
+            below = _below(given, directory_root) if directory_root else "."
+            prefix = "" if below == "." else below.rstrip("/") + "/"
+            walked = _walk(given, recursive=recursive, on_error=on_error, prefix=prefix)
+            result.extend(replace(f, label=label_of(f.path, labels=labels)) for f in walked)
+        elif kind == "file":
+            label = label_of(_below(given, file_root), labels=labels)
+            result.append(ImageFile(source=given, path=display_path(given), label=label))
     return result
 
 
-def _one_input(
-    given: str,
-    *,
-    recursive: bool,
-    on_error: Callable[[str, str], None] | None,
-) -> list[ImageFile]:
+def _input_kind(given: str, *, on_error: Callable[[str, str], None] | None) -> str | None:
+    """``"directory"`` or ``"file"`` for one input (a file that cannot be examined counts as a
+    file: it fails when loaded, with the system's reason); None for a path holding NUL."""
     if "\0" in given:
         # No POSIX path holds a NUL byte, so no file can be meant: say so and go on.
         shown = display_path(given).replace("\0", "\\x00")
         _report(on_error, shown, "path holds a NUL byte (no file can have such a name)", full=shown)
-        return []
+        return None
     try:
         mode = _stat(given).st_mode
     except OSError as exc:
@@ -425,11 +474,8 @@ def _one_input(
             raise UsageError(f"input not found: {display_path(given)}") from None
         # A broken or looping link, a path too long or not permitted: it fails when loaded,
         # with the system's reason, instead of vanishing.
-        mode = None
-    if mode is not None and stat.S_ISDIR(mode):
-        return _walk(given, recursive=recursive, on_error=on_error)
-    shown = display_path(given)
-    return [ImageFile(source=given, path=shown, label=_label_of(shown))]
+        return "file"
+    return "directory" if stat.S_ISDIR(mode) else "file"
 
 
 def shard(files: Sequence[ImageFile], *, index: int, count: int) -> list[ImageFile]:

@@ -1,27 +1,28 @@
 """The notebook API: a list of image paths → feature rows with their column names, in one call.
 
 :func:`features_table` runs the pipeline of ``soartc compute`` (discovery, loading, the SOARTC /
-SOART features, the layouts of SPEC §6, the worker pool) and returns the table in memory instead
-of writing a file: a dict of columns, or a pandas DataFrame. :func:`soartc_job` makes the job of
-the feature options, for the CLI and for this module alike.
+SOART features, the layouts of SPEC §6, the worker pool) with the same settings objects and
+returns the table in memory instead of writing a file: a dict of columns, or a pandas DataFrame.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from soartc_cli.errors import UsageError
-from soartc_cli.output.formats import Format, OutputSpec, Sink
-from soartc_cli.output.layouts import DEFAULT_POOL, Columns, ImageValues, get_layout
-from soartc_cli.pipeline.jobs import ImageSettings, SoartcJob, Task
+from soartc_cli.output.layouts import DEFAULT_POOL, Columns, ImageValues, Layout, get_layout
+from soartc_cli.pipeline.jobs import SoartcJob
+from soartc_cli.settings.features import FeatureSettings
+from soartc_cli.settings.image import ImageSettings
+from soartc_cli.settings.run import InputSettings, RunSettings
+from soartc_cli.settings.values import whole
 
-__all__ = ["FeatureTable", "SkippedImagesWarning", "features_table", "soartc_job"]
+__all__ = ["FeatureTable", "SkippedImagesWarning", "TableCollector", "features_table"]
 
 PathLike = str | os.PathLike[str]
 
@@ -46,98 +47,51 @@ class FeatureTable(dict):
         self.failures = list(failures)
 
 
-def _names(spec: str | Sequence[str]) -> str:
-    return spec if isinstance(spec, str) else ",".join(spec)
+@dataclass(frozen=True)
+class TableEncoder:
+    """What a worker makes of an image for :func:`features_table`: the layout's key columns and
+    unrounded float64 numbers, ``(keys, (rows, values))``."""
 
+    layout: Layout
+    columns: Columns
 
-def _user_kernels(kernels: PathLike | Mapping[str, Any] | None) -> dict[str, np.ndarray]:
-    """``kernels`` as validated user kernels: a JSON file's path (read as ``--kernels`` reads
-    it, size first), or a mapping name → rows."""
-    from soartc_cli.core.transforms import load_kernels, read_kernel_file
-
-    if kernels is None:
-        return {}
-    if isinstance(kernels, Mapping):
-        return load_kernels(
-            json.dumps({name: np.asarray(rows).tolist() for name, rows in kernels.items()})
-        )
-    return read_kernel_file(kernels)
-
-
-def soartc_job(
-    *,
-    size: int = 224,
-    patch: int = 16,
-    channels: str = "luma",
-    invert: bool = False,
-    max_pixels: int = 100_000_000,
-    datum: str = "datum",
-    kernels: PathLike | Mapping[str, Any] | None = None,
-    transforms: str | Sequence[str] = "soartc",
-    metrics: str | Sequence[str] = "soart3",
-) -> SoartcJob:
-    """The SOARTC / SOART job of the feature options of ``compute`` (and ``fit``), checked.
-
-    ``transforms`` and ``metrics`` take names and presets, as a comma list or a sequence;
-    ``kernels`` adds user kernels (a JSON file as ``--kernels`` reads, or a mapping name → rows).
-
-    Raises
-    ------
-    UsageError
-        An unknown name, a bad geometry or kernel, channels other than luma or rgb.
-    """
-    from soartc_cli.core import attention
-    from soartc_cli.core import transforms as transforms_module
-    from soartc_cli.core.metrics import parse_metrics
-    from soartc_cli.imaging import load
-
-    attention.check_choice(channels, name="--channels", choices=("luma", "rgb"))
-    load.check_geometry(size, patch=patch)
-    if max_pixels < 1:
-        raise UsageError(f"--max-pixels must be at least 1, not {max_pixels}")
-    image = ImageSettings(size, patch, channels, bool(invert), max_pixels)
-    bank = transforms_module.merge_kernels(_user_kernels(kernels))
-    chosen = transforms_module.parse_transforms(_names(transforms), kernels=bank)
-    transforms_module.check_kernels(datum=datum, transforms=chosen, kernels=bank, patch=patch)
-    return SoartcJob(image, chosen, parse_metrics(_names(metrics)), datum, bank)
-
-
-class _TableFormat(Format):
-    """Payloads kept as numbers: ``(keys, numbers)`` of one image, as the layout makes them."""
-
-    name = "table"
-    text = False
-
-    def encode(self, spec, columns: Columns, image: ImageValues, names):
-        layout = spec.layout
+    def __call__(self, image: ImageValues, names: Sequence[str]):
+        layout = self.layout
         if layout.per_image:
             keys = {name: [value] for name, value in layout.head(image).items()}
-            return keys, layout.numbers(columns, image)[np.newaxis]
-        return layout.rows(columns, image, names)
+            return keys, layout.numbers(self.columns, image)[np.newaxis]
+        return layout.rows(self.columns, image, names)
 
 
-class _NoStream:
-    def flush(self) -> None:
-        pass
+class TableCollector:
+    """The consumer of :func:`features_table`'s run: the rows of every image, in input order."""
 
-
-class _TableSink(Sink):
-    """Collects the payloads of one run in input order."""
-
-    def __init__(self, spec: OutputSpec, columns: Columns) -> None:
-        super().__init__(_NoStream(), spec, columns)
+    def __init__(self, layout: Layout, columns: Columns) -> None:
+        self.layout = layout
+        self.columns = columns
+        self.encoder = TableEncoder(layout, columns)
+        self.grid_hint = layout.grid_hint if layout.depends_on_grid() else None
+        self.names: Sequence[str] = ()
         self.parts: list[tuple[dict, np.ndarray]] = []
 
-    def write(self, payload) -> None:
-        self.parts.append(payload)
+    def begin(self, names: Sequence[str]) -> None:
+        self.names = names
 
-    def close(self, record) -> None:
+    def write(self, result) -> None:
+        self.parts.append(result.payload)
+
+    def close(self, record: dict) -> None:
         pass
 
+    def discard(self) -> None:
+        self.parts = []
+
     def table(self) -> dict[str, Any]:
-        layout = self.spec.layout
+        """The columns by name: key columns as lists of str or int64 / float64 arrays, then the
+        value columns as float64 arrays."""
+        layout = self.layout
         key_names = layout.key_names(self.columns)
-        value_names = layout.value_names(self.columns, self.names or ())
+        value_names = layout.value_names(self.columns, self.names)
         out: dict[str, Any] = {}
         for name in key_names:
             cells = [cell for keys, _ in self.parts for cell in list(keys[name])]
@@ -173,6 +127,7 @@ def features_table(
     workers: int = 1,
     recursive: bool = True,
     max_pixels: int = 100_000_000,
+    labels: str = "first",
     as_frame: bool | None = None,
 ):
     """SOARTC / SOART feature rows of image files, with their column names, in one call.
@@ -198,6 +153,9 @@ def features_table(
         is a JSON kernel file or a mapping ``{name: rows}`` of extra kernels.
     workers : int
         Worker processes (1, the default, runs in this process).
+    labels : {"first", "parent", "none"}
+        How the ``label`` column is found (SPEC §2.2): the first directory below the root, the
+        image's own directory, or empty.
     as_frame : bool, optional
         True: a pandas DataFrame (pandas must be installed); False: a :class:`FeatureTable`
         (a dict of columns); None (default): a DataFrame when pandas is installed.
@@ -222,28 +180,24 @@ def features_table(
     >>> table = soartc.features_table(["photos/cats", "photos/dogs"], size=64, as_frame=False)
     >>> table["bend1.beta.mean"]  # one value per image            # doctest: +SKIP
     """
-    from soartc_cli.imaging import discover
-    from soartc_cli.pipeline.runner import run_job
+    from soartc_cli.pipeline.runner import run
 
     if as_frame:
         _pandas()  # say so before any work
-    job = soartc_job(
-        size=size, patch=patch, channels=channels, invert=invert, max_pixels=max_pixels,
-        datum=datum, kernels=kernels, transforms=transforms, metrics=metrics,
-    )  # fmt: skip
-    if not isinstance(workers, int) or workers < 1:
-        raise UsageError(f"workers must be at least 1, not {workers!r}")
-    chosen = get_layout(layout, pool=(pool,) if isinstance(pool, str) else tuple(pool))
-    spec = OutputSpec(_TableFormat(), chosen)
-    inputs = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    inputs = [os.fspath(p) for p in inputs]
-    unreadable: list[tuple[str, str]] = []
-    files = discover.discover(
-        inputs, recursive=recursive, on_error=lambda path, why: unreadable.append((path, why))
+    image = ImageSettings(size, patch, channels, invert, max_pixels)
+    features = FeatureSettings.parse(
+        image=image, datum=datum, kernels=kernels, transforms=transforms, metrics=metrics
     )
-    sink = _TableSink(spec, job.columns)
-    report = run_job(files, Task(job, spec), sink=sink, workers=workers)
-    failures = unreadable + [(f.path, f.error) for f in report.failures]
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    settings = RunSettings(
+        InputSettings(tuple(paths), recursive, labels), workers=whole(workers, option="workers")
+    )
+    chosen = get_layout(layout, pool=(pool,) if isinstance(pool, str) else tuple(pool))
+    job = SoartcJob(features)
+    collector = TableCollector(chosen, job.columns)
+    report = run(job, settings, consumer=collector)
+    failures = [(f.path, f.error) for f in report.failures]
     if failures:
         path, reason = failures[0]
         warnings.warn(
@@ -252,7 +206,7 @@ def features_table(
             SkippedImagesWarning,
             stacklevel=2,
         )
-    columns = sink.table()
+    columns = collector.table()
     if as_frame is None:
         try:
             import pandas  # noqa: F401

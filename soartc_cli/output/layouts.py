@@ -36,6 +36,29 @@ _FORMULA_START = ("=", "+", "-", "@")
 
 #: The per-image head of the one-row-per-image layouts, with the types Parquet gives them.
 HEAD = ("path", "label", "width", "height")
+#: Every key column a layout writes (before its numbers), and how it is typed: text, a whole
+#: number, or a float. Readers of written files type their cells by these; any other column
+#: holds a number.
+KEY_KINDS: dict[str, str] = {
+    "path": "str",
+    "label": "str",
+    "channel": "str",
+    "patch": "str",
+    "transform": "str",
+    "width": "int",
+    "height": "int",
+    "row": "int",
+    "col": "int",
+    "score": "float",
+    "anomalous": "int",
+    "patch_max": "str",
+    "cell_max": "str",
+}
+
+
+def column_kind(name: str) -> str:
+    """``"str"``, ``"int"`` or ``"float"``: how the column ``name`` of a written file is typed."""
+    return KEY_KINDS.get(name, "float")
 
 
 @dataclass(frozen=True)
@@ -196,7 +219,7 @@ class Layout:
 
     def key_type(self, name: str) -> str:
         """``"str"``, ``"int"`` or ``"float"``: how a typed format (Parquet) stores a key column."""
-        return "int" if name in ("width", "height", "row", "col") else "str"
+        return column_kind(name)
 
     def head(self, image: ImageValues) -> dict[str, object]:
         """Per-image layouts: the key columns of the image's row."""

@@ -1,33 +1,31 @@
-"""``soartc merge``: the outputs of the shards of one run joined into one file (SPEC §8).
+"""``soartc merge``: the outputs of the shards of one run joined into one file (SPEC §8, §12).
 
-The parts' run records are checked first (same settings and layout, every shard ``I/N`` of one
-``N`` once, none missing unless allowed); the parts are then joined in shard order, whatever order
-they were given in. Text parts of the output's own format are copied byte for byte (their headers
-once); any other pair of formats (CSV parts → one Parquet file) goes row by row. The joined file
-and its record appear complete or not at all. Memory does not depend on the parts' size.
+The parts' run records are checked first (same settings, layout, pool and precision, the same
+run's file list, every shard ``I/N`` of one ``N`` once, none missing unless allowed). The parts
+are then read, in shard order whatever order they were given in, through the class of the format
+that wrote them, and their rows written through the output's format: any format joins into any
+other. Reading is the verification: every row complete and of the header's width, every numeric
+cell a number, a gzip part read to its end, and each part's rows as many as its record says —
+one streaming pass, memory bounded; a part that fails a check is a usage error naming it and the
+line, and nothing is written. Numbers read from text keep their text, so text parts join into
+the very bytes one run would have written.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
-import math
 import os
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Sequence
 from typing import IO
 
 from soartc_cli.errors import UsageError
 from soartc_cli.output import targets
-from soartc_cli.output.formats import dictionary_columns, format_of
+from soartc_cli.output.formats import BadRow, format_of
 from soartc_cli.output.record import record_json
 
-__all__ = ["merge_outputs", "merge_records"]
-
-_INT_COLUMNS = frozenset({"width", "height", "row", "col", "anomalous"})
-_TEXT_COLUMNS = frozenset({"path", "label", "channel", "patch", "transform", "patch_max"})
-_BATCH = 4096
+__all__ = ["merge_outputs", "merge_records", "rows_per_image"]
 
 
 def _load_record(part: str) -> dict:
@@ -35,21 +33,25 @@ def _load_record(part: str) -> dict:
     path = targets.record_path(part)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            record = json.load(f)
     except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
+        record = None
+    except (OSError, ValueError, RecursionError) as exc:
         raise UsageError(f"merge: cannot read run record {path}: {exc}") from None
-    if format_of(part)[0].name == "parquet":
+    if record is None and format_of(part)[0].name == "parquet":
         import pyarrow.parquet as pq
 
         try:
             meta = pq.read_metadata(part).metadata or {}  # the file's key-value metadata
+            if b"soartc" in meta:
+                record = json.loads(meta[b"soartc"])
         except Exception as exc:
             raise UsageError(f"merge: cannot read {part}: {exc}") from None
-        if b"soartc" in meta:
-            return json.loads(meta[b"soartc"])
-    raise UsageError(f"merge: {part} has no run record ({path} is missing)")
+    if record is None:
+        raise UsageError(f"merge: {part} has no run record ({path} is missing)")
+    if not isinstance(record, dict):
+        raise UsageError(f"merge: the run record of {part} is not a JSON object")
+    return record
 
 
 def merge_records(
@@ -77,12 +79,29 @@ def merge_records(
     return merged
 
 
+def _shard_of(part: str, record: dict) -> tuple[int, int]:
+    shard = record.get("shard")
+    if not isinstance(shard, dict):
+        raise UsageError(f"merge: {part} is not a shard (its record has no --shard I/N)")
+    try:
+        index, count = shard["index"], shard["count"]
+    except KeyError:
+        raise UsageError(f"merge: the record of {part} names no shard index and count") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (index, count)) or not (
+        0 <= index < count
+    ):
+        raise UsageError(f"merge: the record of {part} names a bad shard {index!r}/{count!r}")
+    return index, count
+
+
 def _check_parts(parts: Sequence[str], records: Sequence[dict], allow_missing: bool):
     """Order parts by shard; UsageError naming the problem. Returns (parts, records, missing)."""
     settings = records[0].get("settings")
     first = records[0].get("output") or {}
+    shards = [_shard_of(p, r) for p, r in zip(parts, records, strict=True)]
+    fingerprint = (records[0].get("shard") or {}).get("fingerprint")
     for part, record in zip(parts, records, strict=True):
-        if record.get("settings") != settings:
+        if record.get("settings") != settings or record.get("inputs") != records[0].get("inputs"):
             raise UsageError(f"merge: {part} was made with other settings than {parts[0]}")
         output = record.get("output") or {}
         if output.get("layout") != first.get("layout"):
@@ -97,9 +116,11 @@ def _check_parts(parts: Sequence[str], records: Sequence[dict], allow_missing: b
                 raise UsageError(
                     f"merge: {part} was made with {option} {mine}, {parts[0]} with {theirs}"
                 )
-        if not isinstance(record.get("shard"), dict):
-            raise UsageError(f"merge: {part} is not a shard (its record has no --shard I/N)")
-    shards = [(int(r["shard"]["index"]), int(r["shard"]["count"])) for r in records]
+        if record["shard"].get("fingerprint") != fingerprint:
+            raise UsageError(
+                f"merge: {part} and {parts[0]} are shards of different runs (their file lists "
+                "differ: other inputs, or files added or removed between the runs)"
+            )
     counts = {count for _, count in shards}
     if len(counts) > 1:
         raise UsageError(f"merge: the parts come from different shard counts {sorted(counts)}")
@@ -117,126 +138,46 @@ def _check_parts(parts: Sequence[str], records: Sequence[dict], allow_missing: b
     return [parts[i] for i in order], [records[i] for i in order], [f"{i}/{count}" for i in missing]
 
 
-def _check_not_a_part(output: str, parts: Sequence[str]) -> None:
+def _check_not_a_part(output: str, record: str | None, parts: Sequence[str]) -> None:
     """UsageError when the joined file or its record would replace a part or a part's record
     (the same path, through links, or the same file by a hard link)."""
-
-    def identity(path: str):
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None
-        return info.st_dev, info.st_ino
-
-    for mine in (output, targets.record_path(output)):
+    mine = [output, record or targets.record_path(output)]
+    for path in mine:
         for part in parts:
             for theirs in (part, targets.record_path(part)):
-                same = os.path.realpath(mine) == os.path.realpath(theirs)
-                if same or (identity(mine) is not None and identity(mine) == identity(theirs)):
+                same = os.path.realpath(path) == os.path.realpath(theirs)
+                found = targets.identity(path)
+                if same or (found is not None and found == targets.identity(theirs)):
                     raise UsageError(
-                        f"merge: -o {output} would replace {theirs}, one of the parts; "
-                        "write the joined file elsewhere"
+                        f"merge: {'--record' if path is record else '-o'} {path} would replace "
+                        f"{theirs}, one of the parts or their records; write elsewhere"
                     )
 
 
-def _open_text(part: str) -> IO[bytes]:
+def rows_per_image(record: dict) -> int | None:
+    """Rows one image makes in the layout a record names (None: it depends on each image)."""
+    layout = (record.get("output") or {}).get("layout")
+    if layout in ("wide", "pooled", "score"):
+        return 1
+    settings = record.get("settings") or {}
+    try:
+        channels = 3 if settings["channels"] == "rgb" else 1
+        if "k" in settings:  # attention joins the channels into each patch's row
+            channels = 1
+        transforms = len(settings["transforms"])
+        if layout == "summary":
+            return channels * transforms
+        if layout == "long" and int(settings["size"]) > 0:
+            side = int(settings["size"]) // int(settings["patch"])
+            return channels * transforms * side * side
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def _open_part(part: str) -> IO[bytes]:
     _, compression = format_of(part)
     return gzip.open(part, "rb") if compression == "gzip" else open(part, "rb")
-
-
-def _value(name: str, text: str):
-    if name in _TEXT_COLUMNS:
-        return text
-    if name in _INT_COLUMNS:
-        return int(text)
-    return float(text) if text not in ("", "null") else math.nan
-
-
-def _rows(part: str) -> tuple[list[str], Iterator[list]]:
-    """A part's header and its rows as typed Python values."""
-    fmt, _ = format_of(part)
-    if fmt.name == "parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.ParquetFile(part)
-        header = table.schema_arrow.names
-
-        def parquet_rows():
-            for batch in table.iter_batches(batch_size=_BATCH):
-                columns = [c.to_pylist() for c in batch.columns]
-                yield from (list(row) for row in zip(*columns, strict=True))
-
-        return header, parquet_rows()
-    stream = io.TextIOWrapper(_open_text(part), encoding="utf-8", newline="")
-    if fmt.name == "csv":
-        reader = csv.reader(stream)
-        header = next(reader, [])
-        return header, ([_value(n, t) for n, t in zip(header, row, strict=True)] for row in reader)
-    first = stream.readline()
-    header = list(json.loads(first)) if first else []
-
-    def json_rows():
-        for line in [first, *stream]:
-            if line.strip():
-                obj = json.loads(line)
-                yield [math.nan if obj[n] is None else obj[n] for n in header]
-
-    return header, json_rows()
-
-
-def _write_rows(fmt_name: str, stream: IO[bytes], header: list[str], rows, precision: int):
-    """Rows of typed values written as ``fmt_name`` to a binary stream."""
-    if fmt_name == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        kinds = [
-            pa.string() if n in _TEXT_COLUMNS else pa.int32() if n in _INT_COLUMNS else pa.float64()
-            for n in header
-        ]
-        schema = pa.schema([pa.field(n, k) for n, k in zip(header, kinds, strict=True)])
-        writer = pq.ParquetWriter(stream, schema, use_dictionary=dictionary_columns(schema))
-        batch: list[list] = []
-        written = [False]
-
-        def flush():
-            columns = list(zip(*batch, strict=True)) if batch else [[] for _ in header]
-            arrays = [pa.array(list(c), type=k) for c, k in zip(columns, kinds, strict=True)]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-            batch.clear()
-            written[0] = True
-
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= _BATCH:
-                flush()
-        if batch or not written[0]:
-            flush()
-        return writer
-    if fmt_name == "csv":
-        from soartc_cli.output.layouts import csv_field
-
-        def cell(name, value):
-            if name in _TEXT_COLUMNS:
-                return csv_field(value)
-            if name in _INT_COLUMNS:
-                return str(value)
-            return "%.*g" % (precision, value)
-
-        stream.write((",".join(csv_field(n) for n in header) + "\n").encode())
-        stream.flush()  # where a run flushes (after its header): the same gzip bytes
-        for row in rows:
-            line = ",".join(cell(n, v) for n, v in zip(header, row, strict=True)) + "\n"
-            stream.write(line.encode())
-        return None
-    stream.flush()  # where a run flushes (before its first row): the same gzip bytes
-    for row in rows:
-        obj = {
-            n: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for n, v in zip(header, row, strict=True)
-        }
-        stream.write((json.dumps(obj, ensure_ascii=False) + "\n").encode())
-    return None
 
 
 def merge_outputs(
@@ -251,13 +192,16 @@ def merge_outputs(
     """Join the outputs of the shards of one run into ``output`` (``-``: CSV on stdout).
 
     Returns the joined run record, written as ``OUTPUT.meta.json`` for a file output, or where
-    ``record`` says (with ``-o -`` too).
+    ``record`` says (with ``-o -`` too). The record lists ``missing_shards`` when
+    ``allow_missing`` joined fewer than all.
 
     Raises
     ------
     UsageError
-        No parts, a missing part or record, parts of other settings or layouts, a shard given
-        twice, a missing shard (unless ``allow_missing``), or an output that cannot be written.
+        No parts, a missing part or record, parts of other settings, layouts or runs, a shard
+        given twice, a missing shard (unless ``allow_missing``), a part whose rows are not what
+        its record says (torn, cut short, a cell that is not a number), or an output that would
+        replace a part.
     """
     if not parts:
         raise UsageError("merge needs at least one part")
@@ -265,10 +209,12 @@ def merge_outputs(
         if not os.path.isfile(part):
             raise UsageError(f"merge: no such file {part}")
         format_of(part)
-    out_fmt, _ = format_of(output) if output != "-" else (None, None)
+    out_fmt, compression = format_of(output) if output != "-" else (None, None)
     out_name = out_fmt.name if out_fmt is not None else "csv"
     if output != "-":
-        _check_not_a_part(output, parts)
+        _check_not_a_part(output, record, parts)
+    elif record is not None:
+        _check_not_a_part(record, None, parts)
     records = [_load_record(p) for p in parts]
     parts, records, missing = _check_parts(list(parts), records, allow_missing)
     layout = (records[0].get("output") or {}).get("layout")
@@ -283,53 +229,80 @@ def merge_outputs(
         merged["output"]["precision"] = precision
     # The joined file's own compression, not the first part's.
     merged["output"].pop("compression", None)
-    if output != "-" and format_of(output)[1] is not None:
-        merged["output"]["compression"] = format_of(output)[1]
-    target = targets.open_target(
-        output, compression=format_of(output)[1] if output != "-" else None, stdout=stdout
-    )
+    if compression is not None:
+        merged["output"]["compression"] = compression
+    from soartc_cli.output.formats import FORMATS
+
+    target = targets.open_target(output, compression=compression, stdout=stdout)
+    writer = None
     try:
-        same = {format_of(p)[0].name for p in parts} == {out_name} and out_name != "parquet"
-        if same:
-            header = None
-            for part in parts:
-                with _open_text(part) as f:
-                    if out_name == "csv":
-                        line = f.readline()
-                        if header is not None and line != header:
-                            raise UsageError(f"merge: {part} has other columns than {parts[0]}")
-                        if header is None:
-                            header = line
-                            target.stream.write(line)
-                    if part == parts[0]:
-                        # A run flushes its stream after the header (before any worker starts):
-                        # flushing here too gives a joined .gz the single run's very bytes.
-                        target.stream.flush()
-                    for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                        target.stream.write(chunk)
-        else:
-            header = None
-            opened = []
-            for part in parts:
-                part_header, rows = _rows(part)
-                if not part_header:  # an empty JSON Lines part (a shard without rows): no names
-                    continue
-                if header is None:
-                    header = part_header
-                elif part_header != header:
-                    raise UsageError(f"merge: {part} has other columns than {parts[0]}")
-                opened.append(rows)
-            writer = _write_rows(
-                out_name, target.stream, header or [], (r for rows in opened for r in rows),
-                precision,
-            )  # fmt: skip
-            if writer is not None:
-                writer.add_key_value_metadata({"soartc": record_json(merged)})
-                writer.close()
-        target.stream.flush()  # as a run's sink does when it closes: the same gzip bytes
+        header = None
+        for part, part_record in zip(parts, records, strict=True):
+            fmt = format_of(part)[0]
+            with _open_part(part) as stream:
+                try:
+                    reader = fmt.reader(stream)
+                    if not reader.header:  # an empty JSON Lines part (a shard without rows)
+                        for _ in reader:
+                            pass
+                        _check_count(part, part_record, 0, 0)
+                        continue
+                    if header is None:
+                        header = reader.header
+                        writer = (out_fmt or FORMATS["csv"]).rows_writer(
+                            target.stream, header, precision=precision
+                        )
+                    elif reader.header != header:
+                        raise UsageError(f"merge: {part} has other columns than {parts[0]}")
+                    rows = images = 0
+                    last = None
+                    for row in reader:
+                        writer.write(row)
+                        rows += 1
+                        if row[0] != last:
+                            images += 1
+                            last = row[0]
+                except BadRow as exc:
+                    raise UsageError(
+                        f"merge: {part}: {exc}; nothing written (is the part complete?)"
+                    ) from None
+                except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                    raise UsageError(
+                        f"merge: {part} is cut short or corrupt ({exc or 'unexpected end'}); "
+                        "nothing written"
+                    ) from None
+                except UnicodeDecodeError:
+                    raise UsageError(f"merge: {part} is not UTF-8 text; nothing written") from None
+            _check_count(part, part_record, rows, images)
+        if writer is None:
+            writer = (out_fmt or FORMATS["csv"]).rows_writer(
+                target.stream, header or [], precision=precision
+            )
+        writer.close(merged)
         record_file = record or target.record
         target.commit(record_json(merged) if record_file else None, record_file)
     except BaseException:
+        if writer is not None:
+            writer.abort()
         target.discard()
         raise
     return merged
+
+
+def _check_count(part: str, record: dict, rows: int, images: int) -> None:
+    """UsageError when a part holds other rows than its record says it wrote."""
+    processed = (record.get("counts") or {}).get("processed")
+    if not isinstance(processed, int):
+        raise UsageError(f"merge: the record of {part} does not say how many images it processed")
+    per_image = rows_per_image(record)
+    expected = processed * per_image if per_image is not None else None
+    if expected is not None and rows != expected:
+        raise UsageError(
+            f"merge: {part} holds {rows} rows, its record says {processed} images "
+            f"({expected} rows); nothing written (is the part complete?)"
+        )
+    if expected is None and images != processed:
+        raise UsageError(
+            f"merge: {part} holds rows of {images} images, its record says {processed}; nothing "
+            "written (is the part complete?)"
+        )

@@ -25,6 +25,8 @@ __all__ = [
     "ClosedPipe",
     "Target",
     "WriteError",
+    "identity",
+    "is_special",
     "open_target",
     "record_path",
     "write_text_atomic",
@@ -296,6 +298,16 @@ class Target:
         elif self.kind == "stream":
             with contextlib.suppress(OSError, ValueError):
                 self._raw.close()
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file ``path`` names (links followed), or None: two paths with
+    the same identity are one file (hard links too)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
 
 
 def is_special(path: str) -> bool:

@@ -10,27 +10,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from soartc_cli import __version__
 from soartc_cli.core import unitspace
 from soartc_cli.errors import UsageError
-from soartc_cli.output.formats import Format, OutputSpec, Sink
 from soartc_cli.output.layouts import HEAD, Columns, ImageValues, Layout, csv_field, qualified_names
 from soartc_cli.output.numbers import format_row
-from soartc_cli.pipeline.jobs import ImageSettings, SoartcJob
+from soartc_cli.pipeline.jobs import FeatureJob, ImageResult, SoartcJob
+from soartc_cli.settings.features import FeatureSettings
+from soartc_cli.settings.inspection import FitSettings, ScoreSettings
+from soartc_cli.settings.run import RunSettings
 
 __all__ = [
     "FeatureCollector",
     "ScoreJob",
     "ScoreLayout",
-    "check_fit_options",
     "evaluation",
-    "finish_fit",
+    "fit",
     "job_from_model",
     "model_meta",
     "score_job",
-    "score_spec",
 ]
 
 #: The version of the model's settings text this soartc writes and reads.
@@ -41,43 +43,34 @@ MODEL_FORMAT = 1
 # fit: the good images' features, collected in input order
 
 
-class _FeatureLayout(Layout):
-    """One image → its ``(N, k)`` patch vectors (channel → transform → metric per patch)."""
+@dataclass(frozen=True)
+class PatchVectors:
+    """The encoder of ``fit``: an image's ``(N, k)`` patch vectors (channel → transform →
+    metric per patch), made in the worker."""
 
-    name = "features"
-    grid_hint = "a unit space compares patch positions: fit images of one size, or use --size"
-
-    def value_names(self, columns, names):
-        return feature_names(columns)
-
-    def depends_on_grid(self):
-        return True  # every good image must have the same patch grid
-
-
-class _CollectFormat(Format):
-    name = "features"
-    text = False
-
-    def encode(self, spec, columns, image, names):
+    def __call__(self, image: ImageValues, names: Sequence[str]) -> np.ndarray:
         return unitspace.patch_vectors(image.values)
 
 
-class FeatureCollector(Sink):
-    """A sink that keeps every image's ``(N, k)`` patch vectors, in input order."""
+class FeatureCollector:
+    """The consumer of ``fit``'s run: every good image's ``(N, k)`` patch vectors, in input
+    order, written into one array as they come (the features are held once, never a list and
+    a stacked copy)."""
 
-    def __init__(self) -> None:
-        super().__init__(_NullStream(), OutputSpec(_CollectFormat(), _FeatureLayout()), None)
-        self.capacity = 0
+    encoder = PatchVectors()
+    grid_hint = "a unit space compares patch positions: fit images of one size, or use --size"
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.capacity = capacity
         self.store: np.ndarray | None = None
         self.count = 0
+        self.names: Sequence[str] = ()
 
-    def reserve(self, images: int) -> None:
-        """Room for this many images: the features are written into one array as they come, so
-        fit holds the good images' features once, never a list and a stacked copy."""
-        self.capacity = images
+    def begin(self, names: Sequence[str]) -> None:
+        self.names = names
 
-    def write(self, payload) -> None:
-        vectors = np.asarray(payload, dtype=np.float64)
+    def write(self, result: ImageResult) -> None:
+        vectors = np.asarray(result.payload, dtype=np.float64)
         if self.store is None:
             self.store = np.empty((max(self.capacity, 1), *vectors.shape))
         elif self.count == len(self.store):  # more images than reserved: grow by half
@@ -87,22 +80,17 @@ class FeatureCollector(Sink):
         self.store[self.count] = vectors
         self.count += 1
 
-    def close(self, record) -> None:
+    def close(self, record: dict) -> None:
         pass
+
+    def discard(self) -> None:
+        self.store = None
 
     def array(self) -> np.ndarray:
         """``(n, N, k)`` float64: the collected features (a view, no copy)."""
         if self.store is None:
             return np.empty((0, 0, 0))
         return self.store[: self.count]
-
-
-class _NullStream:
-    def write(self, data) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
 
 
 def feature_names(columns: Columns) -> list[str]:
@@ -115,7 +103,7 @@ def model_meta(job: SoartcJob, *, names: Sequence[str], version: str) -> dict:
     return {
         "model_format": MODEL_FORMAT,
         "soartc_version": version,
-        "features": job.settings(),
+        "features": job.to_record(),
         "feature_names": feature_names(job.columns),
         "patch_names": list(names),
     }
@@ -123,48 +111,17 @@ def model_meta(job: SoartcJob, *, names: Sequence[str], version: str) -> dict:
 
 def job_from_model(model: unitspace.UnitSpace) -> SoartcJob:
     """The feature job a model was fitted with; UsageError when it cannot be reproduced."""
-    from soartc_cli.core.transforms import KERNELS, ROTATIONS
-
     meta = model.meta or {}
     if meta.get("model_format") != MODEL_FORMAT:
         raise UsageError(
             f"--model: settings format {meta.get('model_format')!r} is not one this soartc reads "
             f"({MODEL_FORMAT})"
         )
-    try:
-        settings = meta["features"]
-        image = ImageSettings(
-            int(settings["size"]), int(settings["patch"]), str(settings["channels"]),
-            bool(settings["invert"]), int(settings["max_pixels"]),
-        )  # fmt: skip
-        kernels: dict[str, np.ndarray] = {}
-        datum = settings["datum"]
-        entries = [datum, *settings["transforms"]]
-        for entry in entries:
-            name = entry["name"]
-            if "rotation" in entry:
-                if name not in ROTATIONS:
-                    raise UsageError(f"--model: unknown rotation {name!r}")
-                continue
-            values = np.asarray(entry["kernel"], dtype=np.float64)
-            if name in KERNELS and not np.array_equal(KERNELS[name], values):
-                raise UsageError(
-                    f"--model: kernel {name!r} of the model differs from this soartc's built-in "
-                    "one: its features cannot be reproduced"
-                )
-            kernels[name] = KERNELS[name] if name in KERNELS else values
-        job = SoartcJob(
-            image, tuple(t["name"] for t in settings["transforms"]), tuple(settings["metrics"]),
-            datum["name"], {**KERNELS, **kernels},
-        )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(
-            f"--model: feature settings unreadable ({type(exc).__name__}: {exc})"
-        ) from None
+    if not isinstance(meta.get("features"), dict):
+        raise UsageError("--model: the model holds no feature settings")
+    job = SoartcJob(FeatureSettings.from_record(meta["features"], source="--model"))
     if feature_names(job.columns) != list(meta.get("feature_names", [])):
         raise UsageError("--model: its feature names do not match its settings")
-    if job.image.size == 0 and model.unit_space == "position":
-        pass  # the grid is checked per image against the model's patch count
     return job
 
 
@@ -180,13 +137,6 @@ class ScoreLayout(Layout):
 
     def key_names(self, columns):
         return [*HEAD, "score", "anomalous", "patch_max"]
-
-    def key_type(self, name):
-        if name == "score":
-            return "float"
-        if name == "anomalous":
-            return "int"
-        return super().key_type(name)
 
     def head(self, image):
         return {**super().head(image), **image.extra}
@@ -210,7 +160,7 @@ class ScoreLayout(Layout):
 
 
 @dataclass(frozen=True)
-class ScoreJob:
+class ScoreJob(FeatureJob):
     """Features as the model's job computes them, then patch distances, score and verdict."""
 
     features: SoartcJob
@@ -218,7 +168,7 @@ class ScoreJob:
     threshold: float
 
     @property
-    def image(self) -> ImageSettings:
+    def image(self):
         return self.features.image
 
     @property
@@ -231,15 +181,15 @@ class ScoreJob:
     def work_bytes(self, patches: int) -> int:
         return self.features.work_bytes(patches)
 
-    def settings(self) -> dict[str, object]:
-        out = dict(self.features.settings())
+    def to_record(self) -> dict[str, object]:
+        out = dict(self.features.to_record())
         out.update(
             unit_space=self.model.unit_space, quantile=self.model.quantile,
             threshold=self.threshold, model_threshold=self.model.threshold,
         )  # fmt: skip
         return out
 
-    def finish(self, image: ImageValues) -> tuple[ImageValues, dict]:
+    def finish(self, image: ImageValues, pixels: np.ndarray) -> tuple[ImageValues, dict]:
         """Features → ``(1, 1, 1, N)`` patch distances, with score, verdict and worst patch."""
         from soartc_cli.errors import InputError
         from soartc_cli.pipeline.jobs import names_of
@@ -279,67 +229,75 @@ class ScoreJob:
 # The commands' steps around the run (cli parses, calls these, renders)
 
 
-def check_fit_options(output: str | None, *, unit_space: str, quantile: float) -> None:
-    """UsageError for a model path that is not ``.npz`` or cannot be written, or bad options."""
-    from soartc_cli.output.targets import check_output_path
+@dataclass(frozen=True)
+class FitResult:
+    """What ``fit`` made: the model, the run's report, the number of good images."""
 
-    if output is None or not output.lower().endswith(".npz"):
-        raise UsageError("fit needs -o MODEL.npz (the model file)")
-    check_output_path(output)
-    if unit_space not in unitspace.UNIT_SPACES:
-        raise UsageError(
-            f"--unit-space must be one of {', '.join(unitspace.UNIT_SPACES)}, not {unit_space!r}"
-        )
-    if not 0 < quantile <= 1:
-        raise UsageError(f"--quantile must be in (0, 1], not {quantile}")
+    model: unitspace.UnitSpace
+    report: Any
+    good_images: int
 
 
-def finish_fit(
-    collector: FeatureCollector,
-    job: SoartcJob,
-    record: dict,
+def fit(
+    settings: FitSettings,
+    run: RunSettings,
     *,
-    output: str,
-    record_file: str | None,
-    unit_space: str,
-    quantile: float,
-    version: str,
-) -> unitspace.UnitSpace:
-    """Fit the unit space of the collected features, save the model, then its run record."""
+    command: Sequence[str] = ("soartc", "fit"),
+    observer=None,
+    stdin=None,
+) -> FitResult:
+    """``soartc fit``: the good images' features through the ``compute`` pipeline, the unit
+    space learnt from them, the model saved, then its run record (SPEC §10).
+
+    Raises
+    ------
+    UsageError
+        Fewer than 5 good images could be used (naming how many were skipped), or any option.
+    """
     from soartc_cli.output.record import record_json
     from soartc_cli.output.targets import record_path, write_text_atomic
+    from soartc_cli.pipeline.runner import run as run_images
 
+    job = SoartcJob(settings.features)
+    collector = FeatureCollector()
+    report = run_images(
+        job, run, consumer=collector, observer=observer, command=command, stdin=stdin,
+        protect=[settings.model],
+    )  # fmt: skip
+    good = collector.count
+    if good < unitspace.MIN_GOOD_IMAGES:
+        skipped = f" ({len(report.failures)} skipped)" if report.failures else ""
+        raise UsageError(
+            f"fit needs at least {unitspace.MIN_GOOD_IMAGES} good images, got {good}{skipped}"
+        )
     features = collector.array()
-    meta = model_meta(job, names=collector.names or (), version=version)
-    model = unitspace.fit_unit_space(features, unit_space=unit_space, quantile=quantile, meta=meta)
-    unitspace.save_model(model, output)
-    record["output"] = {"file": output, "format": "model"}
+    meta = model_meta(job, names=collector.names, version=__version__)
+    model = unitspace.fit_unit_space(
+        features, unit_space=settings.unit_space, quantile=settings.quantile, meta=meta
+    )
+    from soartc_cli.output.modelfile import save_model
+
+    save_model(model, settings.model)
+    record = report.record
+    record["output"] = {"file": settings.model, "format": "model"}
     record["model"] = {
-        "good_images": len(features), "threshold": model.threshold, "quantile": quantile,
-        "unit_space": unit_space,
+        "good_images": good, "threshold": model.threshold, "quantile": settings.quantile,
+        "unit_space": settings.unit_space,
     }  # fmt: skip
-    write_text_atomic(record_file or record_path(output), record_json(record))
-    return model
+    write_text_atomic(run.output.record or record_path(settings.model), record_json(record))
+    return FitResult(model, report, good)
 
 
-def score_job(model_path: str, *, threshold: float | None) -> ScoreJob:
+def score_job(settings: ScoreSettings) -> ScoreJob:
     """The score job of a model file; UsageError for a bad model or threshold."""
-    import math
+    from soartc_cli.output.modelfile import load_model
 
-    fitted = unitspace.load_model(model_path)
+    fitted = load_model(settings.model)
     features = job_from_model(fitted)
-    limit = fitted.threshold if threshold is None else threshold
-    if not (math.isfinite(limit) and limit > 0):
+    limit = fitted.threshold if settings.threshold is None else settings.threshold
+    if not limit > 0:
         raise UsageError(f"--threshold must be a positive number, not {limit}")
     return ScoreJob(features, fitted, float(limit))
-
-
-def score_spec(output: str | None, *, precision: int) -> OutputSpec:
-    """The output of ``score``: the format of ``-o`` with the score layout."""
-    from soartc_cli.output.formats import choose_format
-
-    spec = choose_format(output, precision=precision)
-    return OutputSpec(spec.format, ScoreLayout(), precision, spec.compression)
 
 
 def evaluation(extras: Sequence[tuple[str, dict]], *, normal_label: str) -> dict | None:
@@ -348,3 +306,8 @@ def evaluation(extras: Sequence[tuple[str, dict]], *, normal_label: str) -> dict
     scores = [extra["score"] for _, extra in extras]
     verdicts = [extra["anomalous"] for _, extra in extras]
     return unitspace.evaluate(scores, labels, verdicts, normal_label=normal_label)
+
+
+def labels_seen(extras: Sequence[tuple[str, Any]]) -> list[str]:
+    """The labels of scored images, sorted, each once."""
+    return sorted({label for label, _ in extras})

@@ -1,17 +1,18 @@
-"""The per-image job: one file → its values, its output payload and its picture, or a failure.
+"""The per-image work: one file → its values, its output payload and its picture, or a failure.
 
-A job (:class:`SoartcJob`, :class:`AttentionJob`, and the inspection jobs of
-:mod:`soartc_cli.inspect`) says what is computed from an image's fitted pixels and what its
-values are called; :func:`process_image` runs one image through load → compute → encode → draw.
-Everything here is picklable: it runs in worker processes.
+A job (:class:`Job`: :class:`SoartcJob`, :class:`AttentionJob`, and the inspection jobs of
+:mod:`soartc_cli.pipeline.inspection`) says what is computed from an image's fitted pixels and
+what its values are called; :func:`process_image` runs one image through load → compute →
+encode → draw. Everything here is picklable: it runs in worker processes.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,12 +22,17 @@ from soartc_cli.errors import InputError
 from soartc_cli.imaging import load
 from soartc_cli.imaging.discover import ImageFile
 from soartc_cli.output.layouts import Columns, ImageValues
+from soartc_cli.settings.features import AttentionSettings, FeatureSettings
+from soartc_cli.settings.image import ImageSettings
 
 __all__ = [
     "AttentionJob",
+    "Encoder",
     "Failure",
+    "FeatureJob",
+    "FormatEncoder",
     "ImageResult",
-    "ImageSettings",
+    "Job",
     "SoartcJob",
     "Task",
     "process_image",
@@ -42,105 +48,127 @@ MAX_WORK_BYTES = 2 << 30
 BYTES_PER_VALUE = 320
 
 
-def check_work(job, grid: tuple[int, int], *, error=None) -> None:
-    """Refuse (``error``, default InputError) an image whose work would exceed MAX_WORK_BYTES."""
-    kind = error or InputError
-    patches = grid[0] * grid[1]
-    limit = getattr(job, "max_patches", None)
-    if limit is not None and patches > limit:
-        raise kind(
-            f"its {grid[0]}×{grid[1]} = {patches} patches are more than the {limit} attention "
-            "compares pair by pair in reasonable time (use --size or a larger --patch)"
-        )
-    need = job.work_bytes(patches)
-    if need > MAX_WORK_BYTES:
-        raise kind(
-            f"its {grid[0]}×{grid[1]} patches would need about {need / 2**30:.1f} GiB of working "
-            f"memory, more than the {MAX_WORK_BYTES / 2**30:.0f} GiB an image may take (use "
-            "--size, a larger --patch, or fewer transforms and metrics)"
-        )
+@runtime_checkable
+class Job(Protocol):
+    """The per-image work of an image command (compute, attention, fit, score).
+
+    A job says how images are loaded (``image``), what is computed from the fitted pixels
+    (``compute`` → ``(C, T, M, N)`` values, then ``finish``), what the values are called
+    (``columns``), how much memory an image of a given grid needs (``check_grid``), how its
+    picture is drawn (``draw``) and what the run record says of it (``to_record``). Jobs are
+    frozen and picklable: they run in worker processes.
+    """
+
+    @property
+    def image(self) -> ImageSettings: ...
+
+    @property
+    def columns(self) -> Columns: ...
+
+    def compute(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def finish(self, image: ImageValues, pixels: np.ndarray) -> tuple[ImageValues, Any]: ...
+
+    def check_grid(self, grid: tuple[int, int], *, error: type[Exception] = InputError) -> None: ...
+
+    def draw(self, pixels: np.ndarray, image: ImageValues, extra: Any, *, title: str): ...
+
+    def to_record(self) -> dict[str, object]: ...
+
+
+class FeatureJob:
+    """What the jobs share: the memory check, the finite-values check, the feature picture."""
+
+    #: Most patches an image may have (None: no limit besides memory).
+    max_patches: int | None = None
+
+    def work_bytes(self, patches: int) -> int:  # pragma: no cover - every job defines it
+        raise NotImplementedError
+
+    def check_grid(self, grid: tuple[int, int], *, error: type[Exception] = InputError) -> None:
+        """Refuse (``error``) an image whose work would exceed :data:`MAX_WORK_BYTES`."""
+        patches = grid[0] * grid[1]
+        if self.max_patches is not None and patches > self.max_patches:
+            raise error(
+                f"its {grid[0]}×{grid[1]} = {patches} patches are more than the "
+                f"{self.max_patches} attention compares pair by pair in reasonable time (use "
+                "--size or a larger --patch)"
+            )
+        need = self.work_bytes(patches)
+        if need > MAX_WORK_BYTES:
+            raise error(
+                f"its {grid[0]}×{grid[1]} patches would need about {need / 2**30:.1f} GiB of "
+                f"working memory, more than the {MAX_WORK_BYTES / 2**30:.0f} GiB an image may "
+                "take (use --size, a larger --patch, or fewer transforms and metrics)"
+            )
+
+    def finish(self, image: ImageValues, pixels: np.ndarray) -> tuple[ImageValues, Any]:
+        """The image's values as computed; InputError when finite pixels gave no finite value."""
+        if not np.isfinite(image.values).any() and np.isfinite(pixels).all():
+            raise InputError(
+                "every value is NaN or infinite although the pixels are finite "
+                "(kernel or weight values too large?)"
+            )
+        return image, None
+
+    def draw(self, pixels: np.ndarray, image: ImageValues, extra: Any, *, title: str):
+        """The feature picture: the fitted image beside one heat map per transform × metric."""
+        from soartc_cli.output import pictures
+
+        columns = self.columns
+        return pictures.render_map(
+            pixels, image.values, grid=image.grid,
+            channels=columns.channels or (self.image.channels,),
+            transforms=columns.transforms, metrics=columns.metrics, title=title,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
-class ImageSettings:
-    """The image pipeline of SPEC §2: fit size, patch size, channels, inversion, pixel limit."""
+class SoartcJob(FeatureJob):
+    """SOARTC / SOART features (``compute``, and the features ``fit`` learns from)."""
 
-    size: int = 224
-    patch: int = 16
-    channels: str = "luma"
-    invert: bool = False
-    max_pixels: int = 100_000_000
+    settings: FeatureSettings
 
-    def settings(self) -> dict[str, object]:
-        """The run record's image settings."""
-        return {
-            "size": self.size,
-            "patch": self.patch,
-            "channels": self.channels,
-            "invert": self.invert,
-            "max_pixels": self.max_pixels,
-        }
-
-
-@dataclass(frozen=True)
-class SoartcJob:
-    """SOARTC / SOART features: transforms (in column order), metrics, datum, kernels in use."""
-
-    image: ImageSettings
-    transforms: tuple[str, ...]
-    metrics: tuple[str, ...]
-    datum: str
-    kernels: dict[str, np.ndarray] = field(compare=False)
+    @property
+    def image(self) -> ImageSettings:
+        return self.settings.image
 
     @property
     def columns(self) -> Columns:
         """Output names of this job's values."""
-        channels = ("R", "G", "B") if self.image.channels == "rgb" else None
-        return Columns(channels, self.transforms, self.metrics)
+        s = self.settings
+        return Columns(s.image.channel_names, s.transforms, s.metrics)
 
     def compute(self, pixels: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` fitted pixels → ``(C, T, M, N)`` float64 values."""
         from soartc_cli.core.features import soartc_features
 
+        s = self.settings
         return soartc_features(
-            pixels,
-            patch=self.image.patch,
-            transforms=self.transforms,
-            datum=self.datum,
-            metrics=self.metrics,
-            kernels=self.kernels,
-        )
+            pixels, patch=s.image.patch, transforms=s.transforms, datum=s.datum,
+            metrics=s.metrics, kernels=s.kernels,
+        )  # fmt: skip
 
     def work_bytes(self, patches: int) -> int:
         """Peak working memory of one image with ``patches`` patches (see BYTES_PER_VALUE)."""
-        channels = 3 if self.image.channels == "rgb" else 1
-        return BYTES_PER_VALUE * channels * len(self.transforms) * len(self.metrics) * patches
+        s = self.settings
+        values = s.image.channel_count * len(s.transforms) * len(s.metrics) * patches
+        return BYTES_PER_VALUE * values
 
-    def settings(self) -> dict[str, object]:
-        """Every setting, for the run record (kernels written out with their values)."""
-        from soartc_cli.core.transforms import ROTATIONS
-
-        out = self.image.settings()
-        out["datum"] = {"name": self.datum, "kernel": self.kernels[self.datum].tolist()}
-        out["transforms"] = [
-            {"name": t, "rotation": t}
-            if t in ROTATIONS
-            else {"name": t, "kernel": self.kernels[t].tolist()}
-            for t in self.transforms
-        ]
-        out["metrics"] = list(self.metrics)
-        return out
+    def to_record(self) -> dict[str, object]:
+        return self.settings.to_record()
 
 
 @dataclass(frozen=True)
-class AttentionJob:
+class AttentionJob(FeatureJob):
     """Attention over the patches of an image (SPEC §5): normalisation and projections."""
 
-    image: ImageSettings
-    norm: str
-    weights: attention.Weights = field(compare=False)
-    weights_source: str = "random"
-    seed: int | None = None
+    settings: AttentionSettings
+    max_patches = attention.MAX_ATTENTION_PATCHES
+
+    @property
+    def image(self) -> ImageSettings:
+        return self.settings.image
 
     @property
     def columns(self) -> Columns:
@@ -149,43 +177,46 @@ class AttentionJob:
 
     def compute(self, pixels: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` fitted pixels → ``(1, 1, 2, N)`` float64 values (received, entropy)."""
+        s = self.settings
         return attention.image_attention(
-            pixels, patch=self.image.patch, weights=self.weights, norm=self.norm
+            pixels, patch=s.image.patch, weights=s.weights, norm=s.norm
         )
-
-    @property
-    def max_patches(self) -> int:
-        """Most patches an image may have: attention compares every pair of them."""
-        return attention.MAX_ATTENTION_PATCHES
 
     def work_bytes(self, patches: int) -> int:
         """Peak working memory of one image: blocks of at most 2²¹ scores (scores, probabilities
         and a temporary, float64), and the N × k patch rows with their Q, K, V."""
-        k, d = self.weights.shape
+        k, d = self.settings.weights.shape
         block = min(patches * patches, attention.ATTENTION_BLOCK)
         return 8 * (3 * block + patches * (k + 3 * d))
 
-    def settings(self) -> dict[str, object]:
-        """Every setting, for the run record."""
-        k, d = self.weights.shape
-        out = self.image.settings()
-        out.update(
-            norm=self.norm, weights=self.weights_source, seed=self.seed, dim=d, k=k,
-            transforms=["attention"], metrics=list(attention.ATTENTION_METRICS),
-        )  # fmt: skip
-        return out
+    def to_record(self) -> dict[str, object]:
+        return self.settings.to_record()
+
+
+class Encoder(Protocol):
+    """What a worker makes of one image's values for the run's consumer (its payload)."""
+
+    def __call__(self, image: ImageValues, names: Sequence[str]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FormatEncoder:
+    """The payload of an output format (CSV or JSON text as bytes, arrays for Parquet)."""
+
+    spec: Any  # OutputSpec
+    columns: Columns
+
+    def __call__(self, image: ImageValues, names: Sequence[str]) -> Any:
+        return self.spec.format.encode(self.spec, self.columns, image, names)
 
 
 @dataclass(frozen=True)
 class Task:
-    """Everything a worker needs besides the file: the job and where its outputs go.
+    """Everything a worker needs besides the file: the job, what it makes of each image's values
+    (``encoder``; None: only the per-patch means of the terminal tables), where pictures go."""
 
-    ``output`` is the :class:`~soartc_cli.output.formats.OutputSpec` whose payload each image
-    makes, or None (terminal tables only: no text is formatted).
-    """
-
-    job: Any
-    output: Any = None
+    job: Job
+    encoder: Encoder | None = None
     maps_dir: str | None = None
 
 
@@ -246,7 +277,7 @@ def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
     try:
         settings = task.job.image
         if settings.size == 0:  # the work depends on the image's size: judged from its header
-            check_work(task.job, load.native_grid(
+            task.job.check_grid(load.native_grid(
                 file.source, patch=settings.patch, max_pixels=settings.max_pixels, orient=False
             ))  # fmt: skip
         loaded = load.load_image(
@@ -261,17 +292,8 @@ def _process_image(index: int, file: ImageFile, task: Task) -> Outcome:
         grid = patch_grid(loaded.pixels.shape[-2:], patch=settings.patch)
         names = names_of(grid)
         image = ImageValues(file.path, file.label, loaded.width, loaded.height, grid, values)
-        extra = None
-        if hasattr(task.job, "finish"):  # inspection: distances and score from the values
-            image, extra = task.job.finish(image)
-        elif not np.isfinite(values).any() and np.isfinite(loaded.pixels).all():
-            raise InputError(
-                "every value is NaN or infinite although the pixels are finite "
-                "(kernel or weight values too large?)"
-            )
-        payload = None
-        if task.output is not None:
-            payload = task.output.format.encode(task.output, task.job.columns, image, names)
+        image, extra = task.job.finish(image, loaded.pixels)
+        payload = None if task.encoder is None else task.encoder(image, names)
         warning = None
         if task.maps_dir is not None:
             warning = _draw(task, file, loaded.pixels, image, extra)
@@ -294,15 +316,7 @@ def _draw(task: Task, file: ImageFile, pixels, image: ImageValues, extra) -> str
     from soartc_cli.output import pictures
 
     try:
-        if hasattr(task.job, "draw"):
-            picture = task.job.draw(pixels, image, extra, title=file.path)
-        else:
-            columns = task.job.columns
-            picture = pictures.render_map(
-                pixels, image.values, grid=image.grid,
-                channels=columns.channels or (task.job.image.channels,),
-                transforms=columns.transforms, metrics=columns.metrics, title=file.path,
-            )  # fmt: skip
+        picture = task.job.draw(pixels, image, extra, title=file.path)
         pictures.write_map(picture, task.maps_dir, file.path)
     except OSError as exc:
         return f"--maps: cannot write the picture of {file.path}: {exc.strerror or exc}"

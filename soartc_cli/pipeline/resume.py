@@ -2,14 +2,17 @@
 
 The journal holds every image's outcome as the output format made it (its payload), in input
 order, flushed after every image, so that a run killed at any moment (SIGKILL, a lost machine, a
-batch system's time limit) leaves every finished image behind. A frame is::
+batch system's time limit) leaves every finished image behind. It is created complete with its
+header (a temporary file renamed into place), so a kill while it is made leaves no journal or a
+whole one. A frame is::
 
-    b"%d %d %d\\n" % (index, kind, length)  then  length bytes
+    b"%d %d %d %08x\\n" % (index, kind, length, crc32)  then  length bytes
 
 ``kind`` 0 is a failure (JSON ``{"path", "error"}``), 1 a result (a JSON line of the image's
-names, size, grid and job extras, then the payload). A frame cut short by a kill is dropped on
-resume. The finished output is written from the journal by the same writer a plain run uses, so
-it is byte-identical to one uninterrupted run.
+names, size, grid and job extras, then the payload); ``crc32`` is the CRC-32 of those bytes. A
+frame cut short by a kill, or whose bytes no longer match their checksum, ends the journal there:
+that image and the ones after it are done again. The finished output is written from the journal
+by the same writer a plain run uses, so it is byte-identical to one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import json
 import os
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import IO, Any
@@ -27,10 +31,12 @@ import numpy as np
 from soartc_cli.errors import UsageError
 from soartc_cli.pipeline.jobs import Failure, ImageResult, Outcome
 
-__all__ = ["Journal", "partial_paths", "read_journal"]
+__all__ = ["Journal", "iter_journal", "journal_length", "partial_paths", "run_resumable"]
 
 _NO_MEANS = np.empty(0)  # a resumed run's earlier images need no per-patch means
-_MAGIC = b"soartc-journal 1\n"
+_MAGIC = b"soartc-journal 2\n"
+#: Largest frame a journal may declare: a wide row of an image at the work budget is far less.
+MAX_FRAME_BYTES = 1 << 31
 #: A journal is forced to disk at most this often (seconds): a lost machine loses at most the
 #: images of the last interval, while a flush per image already survives any kill of soartc.
 SYNC_INTERVAL = 2.0
@@ -66,8 +72,7 @@ def encode_outcome(outcome: Outcome) -> bytes:
     """One frame for ``outcome``."""
     if isinstance(outcome, Failure):
         body = json.dumps({"path": outcome.path, "error": outcome.error}, ensure_ascii=False)
-        data = body.encode()
-        return b"%d 0 %d\n" % (outcome.index, len(data)) + data
+        return _frame(outcome.index, 0, body.encode())
     kind, payload = _dump_payload(outcome.payload)
     head = {
         "path": outcome.path,
@@ -80,7 +85,11 @@ def encode_outcome(outcome: Outcome) -> bytes:
         "means": np.asarray(outcome.means).tolist(),
     }
     data = json.dumps(head, ensure_ascii=False, allow_nan=True).encode() + b"\n" + payload
-    return b"%d 1 %d\n" % (outcome.index, len(data)) + data
+    return _frame(outcome.index, 1, data)
+
+
+def _frame(index: int, kind: int, data: bytes) -> bytes:
+    return b"%d %d %d %08x\n" % (index, kind, len(data), zlib.crc32(data)) + data
 
 
 def _decode(index: int, kind: int, data: bytes) -> Outcome:
@@ -119,11 +128,14 @@ def _frames(f: IO[bytes]) -> Iterator[Outcome]:
         if not line.endswith(b"\n"):
             return
         try:
-            index, kind, length = (int(x) for x in line.split())
+            index, kind, length, crc = line.split()
+            index, kind, length, crc = int(index), int(kind), int(length), int(crc, 16)
         except ValueError:
             return
+        if not 0 <= length <= MAX_FRAME_BYTES:
+            return
         data = f.read(length)
-        if len(data) < length:
+        if len(data) < length or zlib.crc32(data) != crc:
             return
         try:
             outcome = _decode(index, kind, data)
@@ -143,10 +155,17 @@ def journal_length(path: str) -> int:
     return good
 
 
-def read_journal(path: str) -> tuple[list[Outcome], int]:
-    """Every complete frame of a journal in a list, and the byte length they take (small
-    journals and tests; a run reads them one at a time with :func:`iter_journal`)."""
-    return list(iter_journal(path)), journal_length(path)
+def _create(path: str) -> None:
+    """A new journal holding only its header, renamed into place whole (a device or pipe in its
+    place is written in order, never replaced)."""
+    from soartc_cli.output.targets import AtomicFile, is_special
+
+    if is_special(path):
+        with open(path, "wb") as device:
+            device.write(_MAGIC)
+        return
+    with AtomicFile(path, binary=True) as new:
+        new.write(_MAGIC)
 
 
 class Journal:
@@ -156,8 +175,9 @@ class Journal:
         self.path = path
         try:
             if keep is None:
-                self.file: IO[bytes] = open(path, "wb")
-                self.file.write(_MAGIC)
+                _create(path)
+                self.file: IO[bytes] = open(path, "r+b")
+                self.file.seek(0, os.SEEK_END)
             else:
                 self.file = open(path, "r+b")
                 self.file.truncate(keep)
@@ -190,6 +210,119 @@ class Journal:
         self.file.close()
 
 
-def replay(outcomes: list[Outcome]) -> Iterator[Outcome]:
-    """The outcomes of a journal, in input order (they were written in that order)."""
-    yield from outcomes
+# ---------------------------------------------------------------------------------------------
+# A resumable run
+
+
+def _identity(execute) -> dict:
+    """What a resumed run must share with the interrupted one: the job's settings, the output,
+    the inputs' labels and the shard (the file list is compared too)."""
+    settings = execute.settings
+    shard = settings.inputs.shard
+    return {
+        "settings": execute.job.to_record(),
+        "output": settings.output.spec.describe(),
+        "inputs": {"labels": settings.inputs.labels, "recursive": settings.inputs.recursive},
+        "shard": None if shard is None else str(shard),
+    }
+
+
+def run_resumable(execute):
+    """``--resume``: outcomes go to ``FILE.partial`` first; the output is written from it.
+
+    ``execute`` is the runner's execution of this run (its job, settings, files and record).
+    """
+    from soartc_cli.output.targets import write_text_atomic
+    from soartc_cli.pipeline.runner import Interrupted
+
+    output = execute.settings.output
+    journal_path, meta_path = partial_paths(output.path)
+    files = execute.plan.files
+    paths = [f.path for f in files]
+    identity = _identity(execute)
+    done: list[Outcome] = []  # the images already done, without their rows
+    keep = None
+    if os.path.exists(journal_path):
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                before = json.load(f)
+        except (OSError, ValueError):
+            raise UsageError(
+                f"--resume: {meta_path} is missing or unreadable; remove {journal_path} to start "
+                "again"
+            ) from None
+        _check_same_run(before, identity)
+        keep = journal_length(journal_path)
+        done = list(iter_journal(journal_path, payloads=False))
+        done_paths = before.get("paths", [])[: len(done)]
+        if [o.path for o in done] != paths[: len(done)] or done_paths != paths[: len(done)]:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(done_paths, paths, strict=False)) if a != b),
+                min(len(done_paths), len(paths)),
+            )
+            raise UsageError(
+                f"--resume: the file list differs from the interrupted run's at position {first} "
+                f"({(done_paths[first : first + 1] or ['(end)'])[0]!r} before, "
+                f"{(paths[first : first + 1] or ['(end)'])[0]!r} now); remove {journal_path} to "
+                "start again"
+            )
+    write_text_atomic(meta_path, json.dumps({**identity, "paths": paths}) + "\n")
+    journal = Journal(journal_path, keep=keep)
+    progress = _JournalOnly(execute.file_encoder(), execute.file_grid_hint())
+    try:
+        first = execute.into(progress, journal=journal, done=done)
+    except KeyboardInterrupt:
+        journal.close()
+        raise Interrupted(0, len(files), kept=journal_path) from None
+    except Interrupted as exc:
+        journal.close()
+        raise Interrupted(exc.done, exc.total, kept=journal_path) from None
+    except BaseException:
+        journal.close()
+        raise
+    journal.close()
+    # The finished output, from the journal, by the writer a plain run uses.
+    final = execute.replay(iter_journal(journal_path), report=first)
+    for path in (journal_path, meta_path):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return final
+
+
+class _JournalOnly:
+    """The consumer of a resumable run's first pass: the journal keeps every outcome; nothing
+    else is written until the run is complete."""
+
+    def __init__(self, encoder, grid_hint) -> None:
+        self.encoder = encoder
+        self.grid_hint = grid_hint
+
+    def begin(self, names) -> None:
+        pass
+
+    def write(self, result) -> None:
+        pass
+
+    def close(self, record) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+def _check_same_run(before: dict, now: dict) -> None:
+    """UsageError naming the first setting that differs between the interrupted run and this one."""
+    for key in ("settings", "output", "inputs", "shard"):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            for name in sorted(set(old) | set(new)):
+                if old.get(name) != new.get(name):
+                    raise UsageError(
+                        f"--resume: {key} {name!r} differs from the interrupted run's "
+                        f"({old.get(name)!r} before, {new.get(name)!r} now)"
+                    )
+        raise UsageError(
+            f"--resume: {key} differs from the interrupted run's ({old!r} before, {new!r} now)"
+        )

@@ -1,9 +1,11 @@
-"""A whole run of an image command: files → ordered outcomes → one output, its record, pictures.
+"""A whole run of an image command: files → ordered outcomes → a consumer, its record, pictures.
 
 :func:`run` is what ``compute``, ``attention DIR``, ``fit`` and ``score`` call with a job and one
-:class:`RunSettings`: discovery and shards, the checks that protect the user's files, the worker
-pool, the output through its format's sink (or the ``--resume`` journal), failures as data, and the
-run record, committed together with the output. The CLI parses, calls and renders.
+:class:`~soartc_cli.settings.run.RunSettings`: discovery and shards, the checks that protect the
+user's files, the worker pool, the consumer of the rows (an output file, the terminal tables, or
+a collector such as ``fit``'s), failures as data, and the run record, committed with the output.
+``--resume`` runs through its journal (:mod:`soartc_cli.pipeline.resume`). The CLI parses, calls
+and renders.
 """
 
 from __future__ import annotations
@@ -12,20 +14,40 @@ import contextlib
 import glob
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+from soartc_cli import __version__
 from soartc_cli.core.patches import patch_names
 from soartc_cli.errors import SoartcError, UsageError
 from soartc_cli.imaging import discover
 from soartc_cli.output import targets
-from soartc_cli.output.formats import OutputSpec, choose_format
-from soartc_cli.output.layouts import DEFAULT_POOL
 from soartc_cli.output.record import record_json, run_record
-from soartc_cli.pipeline.jobs import Failure, ImageResult, Outcome, Task, crashed, process_image
+from soartc_cli.pipeline.jobs import (
+    Encoder,
+    Failure,
+    FormatEncoder,
+    ImageResult,
+    Job,
+    Outcome,
+    Task,
+    crashed,
+    process_image,
+)
+from soartc_cli.settings.run import OutputSettings, RunSettings
 
-__all__ = ["Interrupted", "RunReport", "RunSettings", "StrictStop", "run", "run_job"]
+__all__ = [
+    "Consumer",
+    "FileConsumer",
+    "Interrupted",
+    "Observer",
+    "RunReport",
+    "StrictStop",
+    "TableConsumer",
+    "run",
+    "run_job",
+]
 
 
 class StrictStop(SoartcError):
@@ -48,38 +70,19 @@ class Interrupted(SoartcError):
         self.total = total
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """The options every image command shares, as given on the command line."""
-
-    inputs: tuple[str, ...]
-    output: str | None = None
-    layout: str = "wide"
-    precision: int = 7
-    pool: tuple[str, ...] = DEFAULT_POOL
-    record: str | None = None
-    maps: str | None = None
-    workers: int | None = None
-    shard: str | None = None
-    strict: bool = False
-    quiet: bool = False
-    recursive: bool = True
-    resume: bool = False
-
-
 @dataclass
 class RunReport:
-    """What a run did: counts, failures, the terminal-table rows (no file), the job's extras."""
+    """What a run did: counts, failures, the job's extras per image, the record."""
 
-    found: int
+    found: int  # files of this shard, and the inputs that could not be read
     processed: int = 0
     failures: list[Failure] = field(default_factory=list)
-    rows: list[ImageResult] = field(default_factory=list)
     extras: list[tuple[str, Any]] = field(default_factory=list)  # (label, extra) per image
     started: str = ""
     finished: str = ""
     record: dict | None = None
     empty_shard: bool = False  # this shard of a non-empty list holds no file: not an error
+    resumed: int = 0  # images taken from the journal of an interrupted run
 
     @property
     def ok(self) -> bool:
@@ -92,72 +95,150 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def fixed_grid(image) -> tuple[int, int] | None:
-    """The patch grid every image has, or None with ``size=0`` (it depends on each image)."""
-    if image.size == 0:
-        return None
-    side = image.size // image.patch
-    return side, side
-
-
-Notify = Callable[[str], None]
-
-
 def _ignore(_: object) -> None:
     pass
+
+
+@dataclass(frozen=True)
+class Observer:
+    """What the caller sees of a run while it goes (the CLI's progress bar and lines).
+
+    ``on_start(total)`` once the file list is known; ``on_outcome`` for every new outcome (and
+    every unreadable input); ``note`` for warnings, one line each without ``soartc:``.
+    """
+
+    on_start: Callable[[int], Any] = _ignore
+    on_outcome: Callable[[Outcome], Any] = _ignore
+    note: Callable[[str], Any] = _ignore
+
+
+# ---------------------------------------------------------------------------------------------
+# Consumers: where a run's results go
+
+
+class Consumer(Protocol):
+    """Where the results of a run go, in input order.
+
+    ``encoder`` says what the workers make of each image (None: no payload); ``grid_hint`` is
+    None when every image may have its own grid, else the end of the reason an image with
+    another grid than the first is skipped for (the columns depend on the grid). ``begin`` takes
+    the patch names once they are known, ``write`` each result, ``close`` the run record (the
+    consumer commits), ``discard`` drops what was written.
+    """
+
+    encoder: Encoder | None
+    grid_hint: str | None
+
+    def begin(self, names: Sequence[str]) -> None: ...
+
+    def write(self, result: ImageResult) -> None: ...
+
+    def close(self, record: dict) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class TableConsumer:
+    """The terminal tables: keeps the first ``keep`` results (SPEC §6), counts the rest."""
+
+    encoder = None
+    grid_hint = None
+
+    def __init__(self, keep: int = 50) -> None:
+        self.keep = keep
+        self.rows: list[ImageResult] = []
+        self.count = 0
+
+    def begin(self, names: Sequence[str]) -> None:
+        pass
+
+    def write(self, result: ImageResult) -> None:
+        self.count += 1
+        if len(self.rows) < self.keep:
+            self.rows.append(result)
+
+    def close(self, record: dict) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+class FileConsumer:
+    """``-o FILE`` (or ``-o -``): the format's writer on an output target, committed with the
+    run record (both or neither)."""
+
+    def __init__(self, settings: OutputSettings, columns, *, stdout: IO[bytes] | None = None):
+        self.settings = settings
+        spec = settings.spec
+        self.encoder: Encoder | None = FormatEncoder(spec, columns)
+        self.grid_hint = spec.layout.grid_hint if spec.layout.depends_on_grid() else None
+        self.target = targets.open_target(
+            settings.path, compression=spec.compression, stdout=stdout
+        )
+        self.sink = spec.format.sink(self.target.stream, spec, columns)
+
+    @property
+    def record_file(self) -> str | None:
+        """Where the record goes: ``--record``, else ``FILE.meta.json`` for a file output."""
+        return self.settings.record or self.target.record
+
+    def begin(self, names: Sequence[str]) -> None:
+        self.sink.begin(names)
+        self.sink.stream.flush()  # before any worker is forked
+
+    def write(self, result: ImageResult) -> None:
+        self.sink.write(result.payload)
+
+    def close(self, record: dict) -> None:
+        self.sink.close(record)
+        file = self.record_file
+        self.target.commit(record_json(record) if file is not None else None, file)
+
+    def discard(self) -> None:
+        self.sink.abort()
+        self.target.discard()
 
 
 # ---------------------------------------------------------------------------------------------
 # Checks before any work
 
 
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return info.st_dev, info.st_ino
-
-
 def check_outputs(
-    files: Sequence[discover.ImageFile], settings: RunSettings, *, extra: Sequence[str] = ()
-) -> list[str]:
-    """Refuse any output path that is an input file or would land on one; warn (returned lines)
-    when outputs go inside an input directory.
+    files: Sequence[discover.ImageFile], output: OutputSettings, *, extra: Sequence[str] = ()
+) -> None:
+    """Refuse any output path that is an input file or would land on one.
 
     Checked: ``-o`` (and where a link points), its run record, ``--record``, the resume files,
     every picture ``--maps`` would write, and ``extra`` paths (a model file).
     """
-    paths: list[tuple[str, str]] = []
-    if settings.output not in (None, "-"):
-        from soartc_cli.pipeline.resume import partial_paths
+    from soartc_cli.pipeline.resume import partial_paths
 
-        paths.append(("--output", settings.output))
-        paths.append(("the run record", targets.record_path(settings.output)))
-        if settings.resume:
-            paths.extend(("--resume", p) for p in partial_paths(settings.output))
-    if settings.record is not None:
-        paths.append(("--record", settings.record))
+    paths: list[tuple[str, str]] = []
+    if output.path not in (None, "-"):
+        paths.append(("--output", output.path))
+        paths.append(("the run record", targets.record_path(output.path)))
+        if output.resume:
+            paths.extend(("--resume", p) for p in partial_paths(output.path))
+    if output.record is not None:
+        paths.append(("--record", output.record))
     paths.extend(("--output", p) for p in extra)
-    if settings.record is not None and settings.output not in (None, "-"):
-        if os.path.realpath(settings.record) == os.path.realpath(settings.output):
-            raise UsageError(f"--record {settings.record} is the output file: name another file")
     inputs = {os.path.realpath(f.source) for f in files}
     identities: set[tuple[int, int]] | None = None  # (device, inode): hard links too
     for option, path in paths:
         same = os.path.realpath(path) in inputs
         if not same and os.path.exists(path):
             if identities is None:
-                identities = {key for f in files if (key := _identity(f.source)) is not None}
-            same = _identity(path) in identities
+                identities = {key for f in files if (key := targets.identity(f.source))}
+            same = targets.identity(path) in identities
         if same:
             raise UsageError(
                 f"{option} {path} is one of the input images: refusing to overwrite it"
             )
-    if settings.maps is not None:
+    if output.maps is not None:
         from soartc_cli.output.pictures import map_filename
 
-        folder = os.path.realpath(settings.maps)
+        folder = os.path.realpath(output.maps)
         for f in files:
             picture = os.path.join(folder, map_filename(f.path))
             if picture in inputs:
@@ -165,10 +246,16 @@ def check_outputs(
                     f"--maps: the picture of {f.path} would replace the input image {picture}; "
                     "choose a directory outside the inputs"
                 )
+
+
+def inside_inputs_warnings(
+    inputs: Sequence[str], output: OutputSettings, *, extra: Sequence[str] = ()
+) -> list[str]:
+    """A warning line for each output that goes inside an input directory."""
+    roots = [os.path.realpath(p) for p in inputs if p != "-" and os.path.isdir(p)]
+    named = [p for p in (output.path, *extra) if p not in (None, "-")]
+    named += [output.maps] if output.maps else []
     warnings = []
-    roots = [os.path.realpath(p) for p in settings.inputs if p != "-" and os.path.isdir(p)]
-    named = [p for option, p in paths if option == "--output"]
-    named += [settings.maps] if settings.maps else []
     for path in named:
         real = os.path.realpath(path)
         if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
@@ -176,10 +263,9 @@ def check_outputs(
     return warnings
 
 
-def _prepare_maps(directory: str, files: Sequence[discover.ImageFile], note: Notify) -> None:
+def _prepare_maps(directory: str, files: Sequence[discover.ImageFile], note) -> None:
     """Make the pictures directory, check it is writable, warn of picture-name clashes."""
-    from soartc_cli.imaging.discover import MAPS_MARKER
-    from soartc_cli.output.pictures import name_collisions
+    from soartc_cli.output.pictures import MAPS_MARKER, name_collisions
 
     try:
         os.makedirs(directory, exist_ok=True)
@@ -211,24 +297,23 @@ def _remove_partial_pictures(directory: str) -> None:
 def run_job(
     files: Sequence[discover.ImageFile],
     task: Task,
+    consumer: Consumer,
     *,
-    sink=None,
     workers: int = 1,
     strict: bool = False,
-    on_outcome: Callable[[Outcome], None] | None = None,
+    on_outcome: Callable[[Outcome], Any] = _ignore,
     journal=None,
     done: Iterable[Outcome] = (),
     grid: tuple[int, int] | None = None,
 ) -> RunReport:
-    """Process ``files`` and stream their payloads to ``sink`` (a format's sink), in input order.
+    """Process ``files`` and pass their results to ``consumer``, in input order.
 
     Parameters
     ----------
     files : sequence of ImageFile
     task : Task
-        ``task.output`` None collects terminal-table rows instead.
-    sink : Sink, optional
-        Where the header and the payloads go.
+    consumer : Consumer
+        Takes the patch names once, then each result.
     workers : int
     strict : bool
         Raise :class:`StrictStop` at the first failure.
@@ -240,8 +325,8 @@ def run_job(
         Outcomes of a run being resumed, taken as they are, in order: the first files (read one
         at a time, so a long journal is never held in memory).
     grid : (rows, cols), optional
-        The patch grid that fixes the wide layout's columns (default: the task's fixed grid,
-        else the first image's).
+        The patch grid that fixes the columns (default: the job's fixed grid, else the first
+        image's).
 
     Raises
     ------
@@ -250,24 +335,22 @@ def run_job(
     from soartc_cli.pipeline.pool import imap_ordered
 
     report = RunReport(found=len(files), started=_now())
-    spec: OutputSpec | None = task.output
-    grid = grid or fixed_grid(task.job.image)
-    by_grid = spec is not None and spec.layout.depends_on_grid()
+    grid = grid or task.job.image.fixed_grid
+    hint = consumer.grid_hint
     begun = False
 
     def begin(names: Sequence[str]) -> None:
         nonlocal begun
-        if sink is not None and not begun:
-            sink.begin(names)
-            sink.stream.flush()  # before any worker is forked
+        if not begun:
+            consumer.begin(names)
         begun = True
 
-    if grid is not None or not by_grid:
+    if grid is not None or hint is None:
         begin(patch_names(*grid) if grid is not None else [])
 
     def take(outcome: Outcome, new: bool) -> None:
         nonlocal grid
-        if isinstance(outcome, ImageResult) and by_grid:
+        if isinstance(outcome, ImageResult) and hint is not None:
             if grid is None:
                 grid = outcome.grid
                 begin(patch_names(*grid))
@@ -275,11 +358,11 @@ def run_job(
                 outcome = Failure(
                     outcome.index, outcome.path,
                     f"its patch grid {outcome.grid[0]}×{outcome.grid[1]} differs from the "
-                    f"first image's {grid[0]}×{grid[1]} ({spec.layout.grid_hint})",
+                    f"first image's {grid[0]}×{grid[1]} ({hint})",
                 )  # fmt: skip
         if new and journal is not None:
             journal.add(outcome)
-        if new and on_outcome is not None:
+        if new:
             on_outcome(outcome)
         if isinstance(outcome, Failure):
             report.failures.append(outcome)
@@ -289,15 +372,13 @@ def run_job(
         report.processed += 1
         if outcome.extra is not None:
             report.extras.append((outcome.label, outcome.extra))
-        if sink is not None:
-            sink.write(outcome.payload)
-        elif spec is None:
-            report.rows.append(outcome)
+        consumer.write(outcome)
 
     taken = 0
     for outcome in done:
         take(outcome, new=False)
         taken += 1
+    report.resumed = taken
     rest = files[taken:]
     results = imap_ordered(
         process_image, rest, task, on_crash=crashed, workers=min(workers, max(1, len(rest)))
@@ -305,7 +386,7 @@ def run_job(
     try:
         for outcome in results:
             if taken:
-                outcome = _shift(outcome, taken)
+                outcome = replace(outcome, index=outcome.index + taken)
             take(outcome, new=True)
     except KeyboardInterrupt:
         results.close()
@@ -317,17 +398,18 @@ def run_job(
     return report
 
 
-def _shift(outcome: Outcome, by: int) -> Outcome:
-    from dataclasses import replace
+@dataclass
+class _Plan:
+    """The files of a run: this shard's, the unreadable inputs, the whole sorted list."""
 
-    return replace(outcome, index=outcome.index + by)
+    files: list[discover.ImageFile]
+    unreadable: list[Failure]
+    everything: list[discover.ImageFile]
 
 
-def resolve_files(
-    settings: RunSettings, *, stdin: IO | None, on_skip: Callable[[Failure], None]
-) -> tuple[list[discover.ImageFile], list[Failure], list[discover.ImageFile]]:
-    """Discovery and sharding: ``(files of this shard, unreadable inputs, the whole list)``."""
-    shard = discover.parse_shard(settings.shard) if settings.shard is not None else None
+def _plan(settings: RunSettings, *, stdin: IO | None, on_skip) -> _Plan:
+    """Discovery and sharding."""
+    inputs = settings.inputs
     unreadable: list[Failure] = []
 
     def cannot_read(path: str, reason: str) -> None:
@@ -336,28 +418,27 @@ def resolve_files(
         on_skip(failure)
 
     everything = discover.discover(
-        list(settings.inputs), recursive=settings.recursive, stdin=stdin, on_error=cannot_read
-    )
+        list(inputs.paths), recursive=inputs.recursive, stdin=stdin, on_error=cannot_read,
+        labels=inputs.labels,
+    )  # fmt: skip
     if settings.strict and unreadable:
         first = unreadable[0]
         raise StrictStop(f"{first.path}: {first.error} (--strict: no output written)")
     files = everything
-    if shard is not None:
-        files = discover.shard(everything, index=shard[0], count=shard[1])
-    return files, unreadable, everything
+    if inputs.shard is not None:
+        files = discover.shard(everything, index=inputs.shard.index, count=inputs.shard.count)
+    return _Plan(files, unreadable, everything)
 
 
-def _first_grid(job, everything: Sequence[discover.ImageFile]) -> tuple[int, int] | None:
+def _first_grid(job: Job, everything: Sequence[discover.ImageFile]) -> tuple[int, int] | None:
     """With ``--size 0``, the grid of the first usable image of the whole sorted list (read from
     its header: readable, within the work budget), so that every shard writes the same columns."""
     from soartc_cli.imaging.load import native_grid
-    from soartc_cli.pipeline.jobs import check_work
 
+    options = {"patch": job.image.patch, "max_pixels": job.image.max_pixels}
     for file in everything[:64]:
-        options = {"patch": job.image.patch, "max_pixels": job.image.max_pixels}
         try:
-            if hasattr(job, "work_bytes"):  # an image refused for its size fixes no columns
-                check_work(job, native_grid(file.source, orient=False, **options))
+            job.check_grid(native_grid(file.source, orient=False, **options))
             return native_grid(file.source, **options)
         except SoartcError:
             continue
@@ -365,266 +446,171 @@ def _first_grid(job, everything: Sequence[discover.ImageFile]) -> tuple[int, int
 
 
 def run(
-    job,
+    job: Job,
     settings: RunSettings,
     *,
-    command: Sequence[str],
-    version: str,
+    consumer: Consumer | None = None,
+    observer: Observer | None = None,
+    command: Sequence[str] = ("soartc",),
     stdin: IO | None = None,
     stdout: IO[bytes] | None = None,
-    on_outcome: Callable[[Outcome], None] | None = None,
-    on_progress_start: Callable[[int], Any] | None = None,
-    note: Notify = _ignore,
-    spec: OutputSpec | None = None,
     record_extra: Callable[[RunReport], dict] | None = None,
     protect: Sequence[str] = (),
-    sink=None,
 ) -> RunReport:
     """One run of an image command with its outputs (SPEC §2, §6, §7, §8).
 
     Parameters
     ----------
-    job : SoartcJob, AttentionJob or an inspection job
+    job : Job
     settings : RunSettings
-    command, version :
-        What the run record says of the run.
+    consumer : Consumer, optional
+        Where the results go (``fit`` collects features). Default: ``-o``'s file
+        (:class:`FileConsumer`), or the terminal tables (:class:`TableConsumer`) without ``-o``.
+    observer : Observer, optional
+        Progress, "skipped" lines and warnings as the run goes.
+    command :
+        The command line the run record names.
     stdin, stdout :
         Where ``-`` reads paths from, and the binary stream ``-o -`` writes to.
-    on_outcome : callable, optional
-        Every outcome as it is taken (progress, "skipped" lines); unreadable inputs too.
-    note : callable
-        Warnings (one line each, without the ``soartc:`` prefix).
-    spec : OutputSpec, optional
-        The output format (default: chosen from ``settings``).
     record_extra : callable, optional
         Extra keys of the run record, from the finished report (the evaluation of ``score``).
     protect : sequence of str
         Further paths the run writes (a model file): refused when they are input images.
-    sink : Sink, optional
-        Take the payloads of ``sink.spec`` here instead of an output file (``fit`` collects the
-        features); the run record is then only returned, in ``report.record``.
 
     Returns
     -------
     RunReport
+        ``report.record`` is the run record (also written beside a file output).
 
     Raises
     ------
     UsageError
-        A bad option, an output that would overwrite an input, or an output that cannot be made.
+        An output that would overwrite an input, or one that cannot be made.
     StrictStop, Interrupted
         No output file is left (``--resume`` keeps its progress file).
     WriteError, ClosedPipe
         Writing the output failed; nothing half-written is left.
     """
-    on_outcome = on_outcome or _ignore
-    if spec is None:
-        spec = choose_format(
-            settings.output, layout=settings.layout, precision=settings.precision,
-            pool=settings.pool,
-        )  # fmt: skip
-    if settings.workers is not None and settings.workers < 1:
-        raise UsageError(f"--workers must be at least 1, not {settings.workers}")
-    if settings.resume and (settings.output in (None, "-") or targets.is_special(settings.output)):
-        raise UsageError("--resume needs -o FILE (a regular file to finish into)")
-    if settings.output is not None:
-        targets.check_output_path(settings.output)
-    if settings.record is not None:
-        directory = os.path.dirname(os.path.abspath(settings.record))
-        if not os.path.isdir(directory):
-            raise UsageError(f"--record: directory of {settings.record} does not exist")
-        if not os.access(directory, os.W_OK):
-            raise UsageError(f"--record: cannot write into {directory}")
-    grid = fixed_grid(job.image)
-    if grid is not None and hasattr(job, "work_bytes"):
-        from soartc_cli.pipeline.jobs import check_work
-
-        check_work(job, grid, error=UsageError)
-    workers = settings.workers or os.cpu_count() or 1
-    files, unreadable, everything = resolve_files(settings, stdin=stdin, on_skip=on_outcome)
-    for line in check_outputs(everything, settings, extra=protect):  # every shard's inputs
-        note(line)
-    if settings.maps is not None:
-        _prepare_maps(settings.maps, files, note)
-        if settings.resume:  # pictures a killed run left half-written
-            _remove_partial_pictures(settings.maps)
-    grid = None
-    if spec.layout.depends_on_grid() and job.image.size == 0:
-        grid = _first_grid(job, everything)
-    if sink is not None:
-        spec = sink.spec
-    task = Task(job, spec if settings.output is not None or sink else None, settings.maps)
-    job_settings = job.settings()
-    described = spec.describe() if settings.output is not None else {"format": "table"}
+    observer = observer or Observer()
+    output = settings.output
+    if job.image.fixed_grid is not None:
+        job.check_grid(job.image.fixed_grid, error=UsageError)
+    plan = _plan(settings, stdin=stdin, on_skip=observer.on_outcome)
+    check_outputs(plan.everything, output, extra=protect)  # every shard's inputs
+    for line in inside_inputs_warnings(settings.inputs.paths, output, extra=protect):
+        observer.note(line)
+    if output.maps is not None:
+        _prepare_maps(output.maps, plan.files, observer.note)
+        if output.resume:  # pictures a killed run left half-written
+            _remove_partial_pictures(output.maps)
+    describe = output.describe()
 
     def make_record(report: RunReport, file: str | None) -> dict:
-        failures = [(f.path, f.error) for f in report.failures]
         extra: dict[str, Any] = {}
-        if settings.shard is not None:
-            index, count = discover.parse_shard(settings.shard)
-            extra["shard"] = {"index": index, "count": count, "files": len(everything)}
+        shard = settings.inputs.shard
+        extra["inputs"] = {
+            "labels": settings.inputs.labels, "recursive": settings.inputs.recursive,
+        }  # fmt: skip
+        if shard is not None:
+            extra["shard"] = shard.to_record([f.path for f in plan.everything])
         if record_extra is not None:
             extra.update(record_extra(report))
         return run_record(
-            version=version, command=command, settings=job_settings,
-            output={"file": file, **described}, found=report.found + len(unreadable),
-            processed=report.processed, failures=failures, started=report.started,
-            finished=report.finished, extra=extra,
+            version=__version__, command=command, settings=job.to_record(),
+            output={"file": file, **describe}, found=report.found,
+            processed=report.processed, failures=[(f.path, f.error) for f in report.failures],
+            started=report.started, finished=report.finished, extra=extra,
         )  # fmt: skip
 
-    if on_progress_start is not None:
-        on_progress_start(len(files))
-    if sink is not None and hasattr(sink, "reserve"):
-        sink.reserve(len(files))
+    observer.on_start(len(plan.files))
+    execute = _Execution(job, settings, plan, make_record, observer, stdout)
     try:
-        if sink is not None:
-            report = run_job(
-                files, task, sink=sink, workers=workers, strict=settings.strict,
-                on_outcome=on_outcome, grid=grid,
-            )  # fmt: skip
-            report.failures[:0] = unreadable
-            report.record = make_record(report, None)
-        elif settings.resume:
-            report = _run_resumable(
-                files, task, settings, spec, workers=workers, grid=grid,
-                on_outcome=on_outcome, make_record=make_record, job_settings=job_settings,
-                unreadable=unreadable,
-            )  # fmt: skip
-        else:
-            report = _run_once(
-                files, task, settings, spec, workers=workers, grid=grid, stdout=stdout,
-                on_outcome=on_outcome, make_record=make_record, unreadable=unreadable,
-            )  # fmt: skip
+        if consumer is not None:
+            report = execute.into(consumer)
+        elif output.resume:
+            from soartc_cli.pipeline.resume import run_resumable
+
+            report = run_resumable(execute)
+        elif output.to_file:
+            report = execute.into(execute.file_consumer())
+        else:  # terminal tables the caller does not show: counts and record only
+            report = execute.into(TableConsumer(keep=0))
     except (KeyboardInterrupt, Interrupted, StrictStop):
-        if settings.maps is not None:
-            _remove_partial_pictures(settings.maps)
+        if output.maps is not None:
+            _remove_partial_pictures(output.maps)
         raise
-    report.empty_shard = not files and bool(everything)
+    report.empty_shard = not plan.files and bool(plan.everything)
     return report
 
 
-def _record_file(settings: RunSettings, target) -> str | None:
-    if settings.record is not None:
-        return settings.record
-    return target.record if target is not None else None
+@dataclass
+class _Execution:
+    """One run's job, settings, files and record maker: what the ways of running share."""
 
+    job: Job
+    settings: RunSettings
+    plan: _Plan
+    make_record: Callable[[RunReport, str | None], dict]
+    observer: Observer
+    stdout: IO[bytes] | None = None
+    consumer: Consumer | None = None
 
-def _run_once(files, task, settings, spec, *, workers, grid, stdout, on_outcome, make_record,
-              unreadable) -> RunReport:  # fmt: skip
-    """A run straight into its output (no journal)."""
-    target = None
-    if settings.output is not None:
-        target = targets.open_target(settings.output, compression=spec.compression, stdout=stdout)
-    sink = spec.format.sink(target.stream, spec, task.job.columns) if target else None
-    try:
-        report = run_job(
-            files, task, sink=sink, workers=workers, strict=settings.strict,
-            on_outcome=on_outcome, grid=grid,
-        )  # fmt: skip
-        report.failures[:0] = unreadable
-        record_file = _record_file(settings, target)
-        report.record = make_record(report, settings.output)
-        if sink is not None:
-            sink.close(report.record)
-        text = record_json(report.record) if record_file is not None else None
-        if target is not None:
-            target.commit(text, record_file)
-        elif record_file is not None:
-            targets.write_text_atomic(record_file, text)
-    except BaseException:
-        if target is not None:
-            target.discard()
-        raise
-    return report
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """The columns' grid with ``--size 0``: the first usable image's of the whole list."""
+        if self.job.image.size != 0 or not self.plan.everything:
+            return None
+        return _first_grid(self.job, self.plan.everything)
 
+    def task(self, consumer: Consumer) -> Task:
+        return Task(self.job, consumer.encoder, self.settings.output.maps)
 
-def _run_resumable(files, task, settings, spec, *, workers, grid, on_outcome, make_record,
-                   job_settings, unreadable) -> RunReport:  # fmt: skip
-    """``--resume``: outcomes go to ``FILE.partial`` first; the output is written from it."""
-    import json
+    def file_consumer(self, stdout: IO[bytes] | None = None) -> FileConsumer:
+        columns = self.job.columns
+        return FileConsumer(self.settings.output, columns, stdout=stdout or self.stdout)
 
-    from soartc_cli.pipeline.resume import Journal, iter_journal, journal_length, partial_paths
+    def file_encoder(self) -> Encoder:
+        """What the workers make of each image for ``-o``'s format."""
+        return FormatEncoder(self.settings.output.spec, self.job.columns)
 
-    journal_path, meta_path = partial_paths(settings.output)
-    paths = [f.path for f in files]
-    identity = {"settings": job_settings, "output": spec.describe(), "shard": settings.shard}
-    done: list[Outcome] = []  # the images already done, without their rows
-    keep = None
-    if os.path.exists(journal_path):
+    def file_grid_hint(self) -> str | None:
+        layout = self.settings.output.spec.layout
+        return layout.grid_hint if layout.depends_on_grid() else None
+
+    def replay(self, outcomes: Iterable[Outcome], *, report: RunReport) -> RunReport:
+        """Write ``-o``'s file from the outcomes of a finished journal, with the record of
+        ``report`` (the run that made them)."""
+        consumer = self.file_consumer()
+        grid = self.grid if consumer.grid_hint is not None else None
         try:
-            with open(meta_path, encoding="utf-8") as f:
-                before = json.load(f)
-        except (OSError, ValueError):
-            raise UsageError(
-                f"--resume: {meta_path} is missing or unreadable; remove {journal_path} to start "
-                "again"
-            ) from None
-        _check_same_run(before, identity)
-        keep = journal_length(journal_path)
-        done = list(iter_journal(journal_path, payloads=False))
-        done_paths = before.get("paths", [])[: len(done)]
-        if [o.path for o in done] != paths[: len(done)] or done_paths != paths[: len(done)]:
-            first = next(
-                (i for i, (a, b) in enumerate(zip(done_paths, paths, strict=False)) if a != b),
-                min(len(done_paths), len(paths)),
-            )
-            raise UsageError(
-                f"--resume: the file list differs from the interrupted run's at position {first} "
-                f"({(done_paths[first : first + 1] or ['(end)'])[0]!r} before, "
-                f"{(paths[first : first + 1] or ['(end)'])[0]!r} now); remove {journal_path} to "
-                "start again"
-            )
-    targets.write_text_atomic(meta_path, json.dumps({**identity, "paths": paths}) + "\n")
-    journal = Journal(journal_path, keep=keep)
-    try:
-        report = run_job(
-            files, Task(task.job, spec, task.maps_dir), sink=None, workers=workers,
-            strict=settings.strict, on_outcome=on_outcome, journal=journal, done=done, grid=grid,
-        )  # fmt: skip
-    except KeyboardInterrupt:
-        journal.close()
-        raise Interrupted(0, len(files), kept=journal_path) from None
-    except Interrupted as exc:
-        journal.close()
-        raise Interrupted(exc.done, exc.total, kept=journal_path) from None
-    except BaseException:
-        journal.close()
-        raise
-    journal.close()
-    # The finished output, from the journal, by the writer a plain run uses.
-    outcomes = iter_journal(journal_path)  # one frame at a time
-    target = targets.open_target(settings.output, compression=spec.compression)
-    sink = spec.format.sink(target.stream, spec, task.job.columns)
-    try:
-        final = run_job([], Task(task.job, spec), sink=sink, done=outcomes, grid=grid)
-        final.found = len(files)
-        final.started = report.started
-        final.finished = report.finished
-        final.failures[:0] = unreadable
-        final.record = make_record(final, settings.output)
-        sink.close(final.record)
-        target.commit(record_json(final.record), _record_file(settings, target))
-    except BaseException:
-        target.discard()
-        raise
-    for path in (journal_path, meta_path):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    return final
+            final = run_job([], Task(self.job, None), consumer, done=outcomes, grid=grid)
+            final.found = report.found  # the unreadable inputs counted already
+            final.started, final.finished = report.started, report.finished
+            final.resumed = report.resumed
+            final.failures[:0] = self.plan.unreadable
+            final.record = self.make_record(final, self.settings.output.path)
+            consumer.close(final.record)
+        except BaseException:
+            consumer.discard()
+            raise
+        return final
 
-
-def _check_same_run(before: dict, now: dict) -> None:
-    """UsageError naming the first setting that differs between the interrupted run and this one."""
-    for key in ("settings", "output", "shard"):
-        old, new = before.get(key), now.get(key)
-        if old == new:
-            continue
-        if isinstance(old, dict) and isinstance(new, dict):
-            for name in sorted(set(old) | set(new)):
-                if old.get(name) != new.get(name):
-                    raise UsageError(
-                        f"--resume: {key} {name!r} differs from the interrupted run's "
-                        f"({old.get(name)!r} before, {new.get(name)!r} now)"
-                    )
-        raise UsageError(f"--resume: {key} differs from the interrupted run's ({old!r} before, "
-                         f"{new!r} now)")  # fmt: skip
+    def into(self, consumer: Consumer, *, journal=None, done: Iterable[Outcome] = ()) -> RunReport:
+        """Run every file into ``consumer`` and close it with the record (discard on error)."""
+        self.consumer = consumer
+        grid = self.grid if consumer.grid_hint is not None else None
+        try:
+            report = run_job(
+                self.plan.files, self.task(consumer), consumer,
+                workers=self.settings.worker_count, strict=self.settings.strict,
+                on_outcome=self.observer.on_outcome, journal=journal, done=done, grid=grid,
+            )  # fmt: skip
+            report.failures[:0] = self.plan.unreadable
+            report.found += len(self.plan.unreadable)
+            file = self.settings.output.path if isinstance(consumer, FileConsumer) else None
+            report.record = self.make_record(report, file)
+            consumer.close(report.record)
+        except BaseException:
+            consumer.discard()
+            raise
+        return report
