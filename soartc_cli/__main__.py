@@ -3,8 +3,6 @@
 import os
 import sys
 
-from soartc_cli.pipeline.startup import prepare_process
-
 
 def main() -> None:
     """Tune the process for numeric work, run the Typer app, and leave at once.
@@ -15,6 +13,9 @@ def main() -> None:
     """
     code = 0
     try:
+        # Imported here, inside the try: a Ctrl-C that lands while it loads is an interrupt too.
+        from soartc_cli.pipeline.startup import prepare_process
+
         prepare_process()
         from soartc_cli.interfaces.cli import app
 

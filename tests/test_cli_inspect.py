@@ -257,3 +257,31 @@ def test_score_shards_merge_to_the_whole(mvtec, tmp_path):
     assert merged.read_bytes() == whole.read_bytes()
     record = json.loads((tmp_path / "merged.csv.meta.json").read_text())
     assert record["counts"] == {"found": 20, "processed": 20, "failed": 0}
+
+
+def test_score_of_two_folders_evaluates_by_their_labels_below_the_common_parent(mvtec, tmp_path):
+    # SPEC §2.2: `score test/good test/scratch` labels good and scratch (the folders below their
+    # deepest common parent), so the evaluation runs; before, every row was labelled "" and no
+    # evaluation was printed at all.
+    root, model, *_ = mvtec
+    out = tmp_path / "s.csv"
+    result = invoke("score", root / "test" / "good", root / "test" / "scratch", "--model", model,
+                    "-o", out, "-q", *FAST)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = _read(out)
+    assert (rows[0]["path"], rows[0]["label"]) == ("good/000.png", "good")
+    assert {r["label"] for r in rows} == {"good", "scratch"}
+    record = json.loads((tmp_path / "s.csv.meta.json").read_text())
+    assert set(record["evaluation"]["labels"]) == {"scratch"}
+
+
+def test_score_without_the_normal_label_says_which_labels_it_found(mvtec, tmp_path):
+    root, model, *_ = mvtec
+    result = invoke("score", root / "test", "--model", model, "-o", tmp_path / "s.csv",
+                    "--normal-label", "ok", *FAST)  # fmt: skip
+    assert result.exit_code == 0
+    hint = [line for line in result.stderr.splitlines() if "no evaluation" in line]
+    assert hint == [
+        "soartc: no evaluation: no image has the normal label 'ok' (labels found: 'good', "
+        "'scratch', 'spot'; --normal-label names the good images' label)"
+    ]

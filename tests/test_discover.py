@@ -525,3 +525,71 @@ def test_cli_counts_add_up_when_discovery_reports_a_failure(tmp_path):
     _, record, _ = _stdin_run(tmp_path, b"good.png\nbad\x00.png\n")
     counts = record["counts"]
     assert counts["found"] == counts["processed"] + counts["failed"]
+
+
+# --- SPEC §2.2, sentence by sentence ---------------------------------------------------------
+
+
+def _rows(files):
+    return [(f.path, f.label) for f in files]
+
+
+def test_one_directory_paths_are_relative_to_it_and_labels_its_first_directory(tmp_path):
+    for name in ["cats/a.png", "cats/deep/b.png", "c.png"]:
+        touch(tmp_path / "photos", name)
+    assert _rows(discover([str(tmp_path / "photos")])) == [
+        ("c.png", ""),  # an image directly in the root has the empty label
+        ("cats/a.png", "cats"),
+        ("cats/deep/b.png", "cats"),
+    ]
+
+
+def test_several_directories_are_relative_to_their_deepest_common_parent(tmp_path):
+    # `two/cats two/dogs` → cats/a.png, dogs/a.png: no two rows share a path by accident.
+    touch(tmp_path / "two" / "cats", "a.png")
+    touch(tmp_path / "two" / "dogs", "a.png")
+    files = discover([str(tmp_path / "two" / "cats"), str(tmp_path / "two" / "dogs")])
+    assert _rows(files) == [("cats/a.png", "cats"), ("dogs/a.png", "dogs")]
+
+
+def test_files_from_stdin_are_labelled_below_their_deepest_common_parent(tmp_path, monkeypatch):
+    # `find photos -name '*.png' | soartc compute -` labels photos/cats/x.png as cats.
+    for name in ["photos/cats/x.png", "photos/dogs/y.png", "photos/dogs/deep/z.png"]:
+        touch(tmp_path, name)
+    monkeypatch.chdir(tmp_path)
+    listed = io.StringIO("photos/cats/x.png\nphotos/dogs/y.png\nphotos/dogs/deep/z.png\n")
+    files = discover(["-"], stdin=listed)
+    assert _rows(files) == [
+        ("photos/cats/x.png", "cats"),  # paths as given
+        ("photos/dogs/y.png", "dogs"),
+        ("photos/dogs/deep/z.png", "dogs"),
+    ]
+
+
+def test_a_single_file_named_directly_is_in_its_own_root(tmp_path, monkeypatch):
+    touch(tmp_path, "cats/a.png")
+    monkeypatch.chdir(tmp_path)
+    assert _rows(discover(["cats/a.png"])) == [("cats/a.png", "")]
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ("first", ["", "train", "train", "test"]),
+        ("parent", ["", "cats", "deep", "dogs"]),
+        ("none", ["", "", "", ""]),
+    ],
+)
+def test_labels_first_parent_and_none(tmp_path, labels, expected):
+    for name in ["root.png", "train/cats/a.png", "train/cats/deep/b.png", "test/dogs/c.png"]:
+        touch(tmp_path / "data", name)
+    files = discover([str(tmp_path / "data")], labels=labels)
+    by_path = {f.path: f.label for f in files}
+    order = ["root.png", "train/cats/a.png", "train/cats/deep/b.png", "test/dogs/c.png"]
+    assert sorted(by_path) == sorted(order)
+    assert [by_path[p] for p in order] == expected
+
+
+def test_an_unknown_labels_mode_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="labels must be one of first, parent, none"):
+        discover([str(tmp_path)], labels="deepest")

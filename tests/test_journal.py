@@ -136,6 +136,44 @@ def test_a_journal_that_cannot_be_made_is_a_write_error(tmp_path):
         resume.Journal(full)
 
 
+def test_a_journal_appears_whole_with_its_header_or_not_at_all(tmp_path, monkeypatch):
+    # Bug: the journal existed before its header was written; a kill in that window left a
+    # .partial that --resume refused ("not a soartc progress file").
+    from soartc_cli.output import targets
+
+    path = tmp_path / "out.csv.partial"
+
+    def killed(self, data):
+        assert not path.exists()  # while the header is written, no journal is in place
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(targets.AtomicFile, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        resume.Journal(str(path))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    resume.Journal(str(path)).close()
+    assert _read_journal(path) == ([], len(resume._MAGIC))
+
+
+@pytest.mark.parametrize("where", ["header line", "data"])
+def test_a_flipped_byte_ends_the_journal_at_that_frame(tmp_path, where):
+    path = tmp_path / "out.csv.partial"
+    j = resume.Journal(str(path))
+    for outcome in OUTCOMES:
+        j.add(outcome)
+    j.close()
+    data = bytearray(path.read_bytes())
+    frames = [resume.encode_outcome(o) for o in OUTCOMES]
+    start = len(resume._MAGIC) + len(frames[0])  # the second frame
+    offset = start + (frames[1].index(b"\n") + 3 if where == "data" else 2)
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    read, length = _read_journal(path)
+    assert [o.index for o in read] == [0]  # frames after the damage are done again, not trusted
+    assert length == start
+
+
 def _read_journal(path):
     """Every complete frame of a journal and the byte length they take."""
     path = str(path)

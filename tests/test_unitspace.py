@@ -3,6 +3,7 @@ texture with drawn defects."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -624,3 +625,19 @@ def test_position_unit_space_on_the_texture(texture):
         scores, patch_max = us.image_scores(us.patch_distances(model, features))
         assert scores.min() > held_scores.max(), kind
         assert all(_touches(p, target) for p in patch_max), (kind, patch_max)
+
+
+@pytest.mark.parametrize("unit_space", us.UNIT_SPACES)
+def test_every_precision_matrix_is_exactly_symmetric(unit_space):
+    # inv() of a symmetric matrix is symmetric only up to rounding; the fit symmetrises it.
+    model = us.fit_unit_space(correlated(7, 12, 5, 6), unit_space=unit_space)
+    assert np.array_equal(model.precisions, model.precisions.transpose(0, 2, 1))
+
+
+def test_patch_distances_are_never_negative_even_for_an_indefinite_precision():
+    # A model read from a file may hold any symmetric matrix: MD is clamped at 0, never negative.
+    x = correlated(3, 8, 2, 3)
+    model = us.fit_unit_space(x, unit_space="shared")
+    indefinite = dataclasses.replace(model, precisions=-np.eye(3)[None])
+    md = us.patch_distances(indefinite, x)
+    assert (md == 0).all()

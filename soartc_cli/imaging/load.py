@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import functools
 import importlib
+import math
 import os
 import struct
 import threading
@@ -51,6 +52,7 @@ __all__ = [
     "check_geometry",
     "decode",
     "fit",
+    "largest_size",
     "load_image",
     "to_array",
     "working_bytes",
@@ -64,7 +66,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 #: Largest fit size ``S`` (:func:`check_geometry`), and largest patch with ``size=0``.
 MAX_SIZE = 16384
-#: Largest fitted image, ``C · S² · 4`` bytes of float32 (1 GiB: ``S = 16384`` luma, 9458 rgb).
+#: Largest fitted image, ``C · S² · 4`` bytes of float32 (1 GiB: ``S = 16384`` luma, 9459 rgb;
+#: :func:`largest_size`).
 MAX_FIT_BYTES = 2**30
 #: Pillow formats decoded: those of SPEC §2.1's extensions (.png .jpg .jpeg .bmp .gif .tif
 #: .tiff .webp). Camera JPEGs that are MPO files open through the JPEG plugin, which hands
@@ -182,12 +185,20 @@ def check_geometry(size: int, *, patch: int, channels: str = "luma") -> None:
         raise UsageError(f"patch must divide size: {size} is not a multiple of {patch}")
     count = 1 if channels == "luma" else 3
     if count * size * size * 4 > MAX_FIT_BYTES:
-        largest = int((MAX_FIT_BYTES // (4 * count)) ** 0.5)
+        largest = largest_size(channels)
         raise UsageError(
             f"size {size} with channels {channels!r} needs "
             f"{count * size * size * 4 / 2**30:.2f} GiB per image, more than "
             f"{MAX_FIT_BYTES / 2**30:g} GiB: use a size of at most {largest}"
         )
+
+
+def largest_size(channels: str = "luma") -> int:
+    """The largest ``size`` whose fitted image stays within :data:`MAX_FIT_BYTES` (and
+    :data:`MAX_SIZE`): 16384 for luma, 9459 for rgb (a multiple of the patch must not exceed it)."""
+    _check_channels(channels)
+    count = 1 if channels == "luma" else 3
+    return min(MAX_SIZE, math.isqrt(MAX_FIT_BYTES // (4 * count)))
 
 
 def working_bytes(width: int, height: int, *, size: int, patch: int, channels: str) -> int:
