@@ -20,6 +20,7 @@ from soartc_cli.core.patches import patch_names
 from soartc_cli.core.transforms import TRANSFORM_PRESETS
 from soartc_cli.imaging.load import load_image
 from soartc_cli.interfaces.cli import app
+from tests import tinyruns
 
 runner = CliRunner()
 
@@ -630,3 +631,147 @@ def test_merge_errors_name_the_problem(shards, folder, tmp_path):
     record = json.loads((tmp_path / "merged.csv.meta.json").read_text())
     assert record["missing_shards"] == ["1/2"]
     assert out.read_bytes() == first.read_bytes()
+
+
+# --- moved from test_issue13.py ----------------------------------------
+
+
+def test_a_huge_image_is_skipped_for_its_working_memory_at_once(huge_photo, tmp_path):
+    start = time.monotonic()
+    result = tinyruns.soartc(
+        "compute",
+        huge_photo,
+        *tinyruns.HUGE_RUN,
+        "-o",
+        tmp_path / "o.csv",
+        "--workers",
+        1,
+        preexec_fn=tinyruns._limited,
+    )
+    assert time.monotonic() - start < 20
+    tinyruns.no_traceback(result)
+    assert result.returncode == 1, result.stderr
+    assert "soartc: skipped big.png: its 312×312 patches would need about" in result.stderr
+    assert "of working memory" in result.stderr
+    assert tinyruns.rows(tmp_path / "o.csv") == [
+        "path,label,width,height"
+    ]  # no grid: no value column
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(huge_photo, tmp_path):
+    probe = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        probe,
+        sys.executable,
+        "-m",
+        "soartc_cli",
+        "compute",
+        str(huge_photo),
+        *tinyruns.HUGE_RUN,
+        "-o",
+        str(tmp_path / "o.csv"),
+        "--workers",
+        "1",
+        "-q",
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, check=False, preexec_fn=tinyruns._limited
+    )
+    assert "working memory" in result.stderr
+    peak_kib = int(result.stdout.split()[-1])
+    assert peak_kib < 90 * 1024  # a run of one 32×32 image peaks at about 40 MB
+
+
+@pytest.mark.parametrize(
+    "args", [("--size", 100000, "--patch", 10000), ("--size", 2**40), ("--patch", 2**40)]
+)
+def test_impossible_sizes_are_usage_errors(tiny_photos, args):
+    result = tinyruns.soartc(
+        "compute", tiny_photos, *args, "-o", "-", "--workers", 1, preexec_fn=tinyruns._limited
+    )
+    tinyruns.no_traceback(result)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_native_size_wide_shards_concatenate_to_the_single_run(mixed_sizes, tmp_path):
+    args = ("--size", 0, "--patch", 16, "--workers", 1, "-q")
+    whole = tinyruns.soartc("compute", mixed_sizes, "-o", tmp_path / "whole.csv", *args)
+    assert whole.returncode == 1, whole.stderr  # b and c have another grid: skipped
+    parts = []
+    for index in range(2):
+        out = tmp_path / f"part{index}.csv"
+        result = tinyruns.soartc("compute", mixed_sizes, "--shard", f"{index}/2", "-o", out, *args)
+        tinyruns.no_traceback(result)
+        parts.append(tinyruns.rows(out))
+    assert parts[0][0] == parts[1][0]  # one header for every shard
+    assert parts[0] + parts[1][1:] == tinyruns.rows(tmp_path / "whole.csv")
+    assert [line.split(",")[0] for line in tinyruns.rows(tmp_path / "whole.csv")[1:]] == [
+        "a.png",
+        "d.png",
+    ]
+
+
+def test_an_empty_shard_is_a_header_only_output(mixed_sizes, tmp_path):
+    out = tmp_path / "empty.csv"
+    result = tinyruns.soartc(
+        "compute",
+        mixed_sizes,
+        "--shard",
+        "0/6",
+        "-o",
+        out,
+        "--size",
+        0,
+        "--patch",
+        16,
+        "--workers",
+        1,
+    )
+    tinyruns.no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    whole = tinyruns.soartc(
+        "compute", mixed_sizes, "-o", tmp_path / "whole.csv", "--size", 0, "--workers", 1
+    )
+    assert whole.returncode == 1, whole.stderr  # b and c skipped
+    assert tinyruns.rows(out) == tinyruns.rows(tmp_path / "whole.csv")[:1]
+
+
+def test_dev_zero_named_png_is_not_a_regular_file_and_the_counts_add_up(tiny_photos, tmp_path):
+    (tmp_path / "z.png").symlink_to("/dev/zero")  # named directly (the walk lists regular files)
+    (tiny_photos / "broken.png").write_bytes(b"nope")
+    start = time.monotonic()
+    result = tinyruns.soartc(
+        "compute", tiny_photos, tmp_path / "z.png", "-o", tmp_path / "o.csv", *tinyruns.FAST
+    )
+    assert time.monotonic() - start < 30
+    assert result.returncode == 1, result.stderr
+    assert "z.png: not a regular file (a character device)" in result.stderr
+    counts = json.loads((tmp_path / "o.csv.meta.json").read_text())["counts"]
+    assert counts == {"found": 5, "processed": 3, "failed": 2}
+    assert counts["found"] == counts["processed"] + counts["failed"]
+
+
+def test_two_runs_on_one_output_leave_one_runs_output_and_its_record(tiny_photos, tmp_path):
+    out = tmp_path / "o.csv"
+    command = [sys.executable, "-m", "soartc_cli", "compute", str(tiny_photos), "-o", str(out)]
+    for _ in range(20):
+        procs = [
+            subprocess.Popen(
+                [*command, "--precision", str(p), *tinyruns.FAST, "-q"], stderr=subprocess.PIPE
+            )
+            for p in (3, 6)
+        ]
+        for proc in procs:
+            proc.communicate(timeout=60)
+            assert proc.returncode == 0
+        record = json.loads((tmp_path / "o.csv.meta.json").read_text())
+        values = [v for line in tinyruns.rows(out)[1:] for v in line.split(",")[2:]]
+        digits = {len(v.lstrip("-").split("e")[0].replace(".", "").lstrip("0")) for v in values}
+        assert max(digits) == record["output"]["precision"], (digits, record["output"])

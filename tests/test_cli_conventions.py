@@ -4,6 +4,11 @@ whole command summaries, and the attention demo's -o / --format / -q."""
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import typer
@@ -12,6 +17,7 @@ from typer.testing import CliRunner
 from soartc_cli.core import attention
 from soartc_cli.interfaces.cli import app
 from soartc_cli.output import targets
+from tests import tinyruns
 
 runner = CliRunner()
 COMMANDS = ("compute", "attention", "fit", "score", "transforms", "merge")
@@ -143,3 +149,82 @@ def test_quiet_silences_the_demo_hint_and_the_written_line(tmp_path):
     assert quiet.stdout == loud.stdout
     assert "written to" in invoke("attention", "-o", tmp_path / "a.json").stderr
     assert invoke("attention", "-q", "-o", tmp_path / "b.json").stderr == ""
+
+
+# --- moved from test_issue13.py ----------------------------------------
+
+
+def test_a_closed_stdout_is_one_error_line(tiny_photos):
+    result = tinyruns.soartc(
+        "compute",
+        tiny_photos,
+        "-o",
+        "-",
+        *tinyruns.FAST,
+        preexec_fn=lambda: os.close(1),
+        capture_output=False,
+        stderr=subprocess.PIPE,
+    )
+    tinyruns.no_traceback(result)
+    assert result.returncode == 2
+    assert result.stderr == "soartc: error: --output -: standard output is closed\n"
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
+def test_ctrl_c_in_the_first_moments_exits_130_without_a_traceback(tiny_photos, delay):
+    cmd = [
+        sys.executable,
+        "-m",
+        "soartc_cli",
+        "compute",
+        str(tiny_photos),
+        "-o",
+        "-",
+        *tinyruns.FAST,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=tinyruns._default_signals,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr
+    # Too late to interrupt on a fast machine: then the run simply ended well.
+    assert proc.returncode in (130, 0), stderr
+    if proc.returncode == 130:
+        assert stderr.startswith("soartc: error: interrupted")
+
+
+def test_control_characters_in_names_are_escaped_on_stderr(tiny_photos, tmp_path):
+    (tiny_photos / "\x1b[31mred.png").write_bytes(b"not a picture")
+    result = tinyruns.soartc("compute", tiny_photos, "-o", tmp_path / "o.csv", *tinyruns.FAST)
+    assert result.returncode == 1, result.stderr
+    assert "\x1b" not in result.stderr
+    assert "soartc: skipped \\x1b[31mred.png:" in result.stderr
+
+
+def test_control_characters_in_names_are_escaped_in_terminal_tables(tmp_path):
+    root = tmp_path / "inp"
+    root.mkdir()
+    tinyruns.picture(root / "\x1b[31mred.png", 1)
+    result = tinyruns.soartc(
+        "compute", root, *tinyruns.FAST, env={**os.environ, "COLUMNS": "120"}
+    )  # no -o: tables
+    assert result.returncode == 0, result.stderr
+    assert "\\x1b[31mred.png" in result.stdout
+    assert "\x1b" not in result.stdout + result.stderr
+
+
+def test_markup_in_names_is_text_in_terminal_tables(tmp_path):
+    root = tmp_path / "inp"
+    (root / "c[").mkdir(parents=True)
+    tinyruns.picture(root / "c[" / "b]x.png", 1)  # the path c[/b]x.png holds a closing tag
+    tinyruns.picture(root / "[b]y.png", 2)
+    result = tinyruns.soartc("compute", root, *tinyruns.FAST, env={**os.environ, "COLUMNS": "120"})
+    tinyruns.no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert "c[/b]x.png" in result.stdout and "[b]y.png" in result.stdout

@@ -1,16 +1,20 @@
 """Formats (SPEC §6): chosen by the suffix of -o; JSON Lines content; Parquet types and values."""
 
+import gzip
 import io
 import json
 import os
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from soartc_cli.errors import UsageError
 from soartc_cli.output import formats
 from soartc_cli.output.targets import check_output_path
+from tests import photoruns
 from tests.outhelp import LUMA, NAMES, RGB, char_device, encode, spec_of, text, values_of, write
 
 
@@ -101,8 +105,6 @@ def test_json_lines_have_no_header_and_one_line_per_image():
 # --- Parquet -----------------------------------------------------------------------------------
 
 # pyarrow comes with the test extra (soartc[test] installs soartc[parquet]).
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 
 def _parquet(tmp_path, layout, columns, images, *, record=None, name="out.parquet"):
@@ -188,3 +190,138 @@ def test_parquet_without_pyarrow_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(UsageError, match=r"pip install 'soartc\[parquet\]'"):
         formats.choose_format("x.parquet")
+
+
+# --- moved from test_issue9_outputs.py ----------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_gzip_output_decompresses_to_exactly_the_plain_file(tmp_path, suffix):
+    plain = tmp_path / f"out{suffix}"
+    runs = [plain, tmp_path / f"a{suffix}.gz", tmp_path / f"b{suffix}.gz"]
+    for out in runs:
+        result = photoruns.invoke(
+            "compute", photoruns.SAMPLES, "-o", out, *photoruns.FAST, "--workers", 1, "--quiet"
+        )
+        assert result.exit_code == 0, result.stderr
+    first, second = runs[1].read_bytes(), runs[2].read_bytes()
+    assert first[:2] == b"\x1f\x8b"
+    assert gzip.decompress(first) == plain.read_bytes()
+    assert first == second  # mtime 0, no file name: two runs give the same bytes
+    record = json.loads(runs[1].with_name(runs[1].name + ".meta.json").read_text())
+    assert record["output"]["compression"] == "gzip"
+
+
+@pytest.mark.parametrize(
+    ("layout", "extra"),
+    [
+        ("wide", ()),
+        ("long", ("--channels", "rgb")),
+        ("summary", ("--channels", "rgb", "--transforms", "all")),
+        ("pooled", ("--pool", ",".join(photoruns.STATS))),
+    ],
+)
+def test_parquet_values_equal_the_unrounded_features(tmp_path, layout, extra):
+    text, parquet = tmp_path / "p17.csv", tmp_path / "out.parquet"
+    for out, more in ((text, ("--precision", 17)), (parquet, ())):
+        result = photoruns.invoke(
+            "compute",
+            photoruns.SAMPLES,
+            "-o",
+            out,
+            *photoruns.FAST,
+            "--layout",
+            layout,
+            *extra,
+            *more,
+            "--workers",
+            1,
+            "--quiet",
+        )
+        assert result.exit_code == 0, result.stderr
+    want = photoruns._csv_frame(text)
+    table = pq.read_table(parquet)
+    got = table.to_pandas()
+    assert list(got.columns) == list(want.columns)
+    assert len(got) == len(want) > 0
+    for field in table.schema:
+        if field.name in photoruns.INTS:
+            assert str(field.type) == "int32", field.name
+            assert got[field.name].tolist() == want[field.name].tolist()
+        elif field.name in photoruns.TEXTS:
+            assert str(field.type) == "string", field.name
+            assert got[field.name].tolist() == want[field.name].astype(str).tolist()
+        else:
+            assert str(field.type) == "double", field.name
+            np.testing.assert_array_equal(got[field.name].to_numpy(), want[field.name].to_numpy())
+    record = json.loads(pq.read_metadata(parquet).metadata[b"soartc"])
+    assert record["counts"] == {"found": 12, "processed": 12, "failed": 0}
+    assert record["output"]["format"] == "parquet" and record["output"]["layout"] == layout
+    assert "precision" not in record["output"]
+    assert record == json.loads((tmp_path / "out.parquet.meta.json").read_text())
+
+
+def test_pooled_statistics_equal_numpy_over_the_long_values(tmp_path):
+    long, pooled = tmp_path / "long.csv", tmp_path / "pooled.csv"
+    for out, layout in ((long, "long"), (pooled, "pooled")):
+        result = photoruns.invoke(
+            "compute",
+            photoruns.SAMPLES,
+            "-o",
+            out,
+            *photoruns.FAST,
+            "--channels",
+            "rgb",
+            "--layout",
+            layout,
+            "--pool",
+            ",".join(photoruns.STATS),
+            "--precision",
+            17,
+            "--workers",
+            1,
+            "--quiet",
+        )
+        assert result.exit_code == 0, result.stderr
+    rows = photoruns._csv_frame(long)
+    metrics = list(rows.columns[7:])
+    pooled_rows = photoruns._csv_frame(pooled).set_index("path")
+    numpy = {
+        "mean": np.mean,
+        "std": lambda v: np.std(v, ddof=0),
+        "min": np.min,
+        "max": np.max,
+        "median": np.median,
+        "p05": lambda v: np.percentile(v, 5, method="linear"),
+        "p95": lambda v: np.percentile(v, 95, method="linear"),
+    }
+    checked = 0
+    for (path, channel, transform), group in rows.groupby(["path", "channel", "transform"]):
+        for metric in metrics:
+            values = group[metric].to_numpy()
+            assert len(values) == 16
+            for name in photoruns.STATS:
+                got = pooled_rows.loc[path, f"{channel}.{transform}.{metric}.{name}"]
+                assert got == numpy[name](values), (path, name)
+                checked += 1
+    assert checked == 12 * 3 * 6 * 3 * len(photoruns.STATS)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-o", "out.txt"), "cannot tell the format of 'out.txt' by its suffix; known: .csv"),
+        (("-o", "out.json"), "known: .csv, .csv.gz, .jsonl, .jsonl.gz, .ndjson"),
+        (("-o", "out.parquet.gz"), "cannot tell the format of 'out.parquet.gz'"),
+        (("-o", "out.jsonl", "--layout", "long"), "JSON Lines hold one object per image"),
+        (("-o", "out.jsonl", "--layout", "summary"), "JSON Lines hold one object per image"),
+    ],
+)
+def test_unknown_suffixes_and_impossible_layouts_exit_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = photoruns.invoke("compute", photoruns.SAMPLES, *args, *photoruns.FAST, "--workers", 1)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("soartc: error: ")
+    assert message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

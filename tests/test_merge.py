@@ -2,11 +2,17 @@
 
 import gzip
 import json
+import os
+import random
+import shutil
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from soartc_cli.errors import UsageError
 from soartc_cli.output.merge import merge_outputs
+from tests import photoruns
 
 OUTPUT = {"format": "csv", "layout": "wide", "precision": 7}
 
@@ -151,3 +157,141 @@ def test_the_joined_record_names_the_joined_file_s_compression(tmp_path):
     assert merged["output"]["compression"] == "gzip"
     assert merged["output"]["format"] == "jsonl"
     assert json.loads((tmp_path / "all.jsonl.gz.meta.json").read_text()) == merged
+
+
+# --- moved from test_issue9_outputs.py ----------------------------------------
+
+
+def test_merge_in_any_order_is_byte_identical_to_the_single_run(shards, tmp_path):
+    order = [0, 1, 2]
+    random.Random(9).shuffle(order)
+    order = order if order != [0, 1, 2] else [2, 0, 1]
+    out = tmp_path / "merged.csv"
+    result = photoruns.invoke("merge", *photoruns._parts(shards, order), "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes() == (shards / "whole.csv").read_bytes()
+    record = json.loads((tmp_path / "merged.csv.meta.json").read_text())
+    assert record["counts"] == {"found": 12, "processed": 12, "failed": 0}
+    assert [m["shard"]["index"] for m in record["merged_from"]] == [0, 1, 2]
+    assert "shard" not in record
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".jsonl.gz"])
+def test_merge_into_gzip_gives_the_single_run_gzip_bytes(shards, tmp_path, suffix):
+    parts = photoruns._parts(shards, (2, 0, 1))
+    if suffix == ".jsonl.gz":
+        parts = [tmp_path / f"part{i}.jsonl.gz" for i in range(3)]
+        for i, part in enumerate(parts):
+            result = photoruns.invoke(
+                "compute",
+                photoruns.SAMPLES,
+                "-o",
+                part,
+                "--shard",
+                f"{i}/3",
+                *photoruns.FAST,
+                "--workers",
+                1,
+                "--quiet",
+            )
+            assert result.exit_code == 0, result.stderr
+    whole, merged = tmp_path / f"whole{suffix}", tmp_path / f"merged{suffix}"
+    result = photoruns.invoke(
+        "compute", photoruns.SAMPLES, "-o", whole, *photoruns.FAST, "--workers", 2, "--quiet"
+    )
+    assert result.exit_code == 0, result.stderr
+    result = photoruns.invoke("merge", *parts, "-o", merged)
+    assert result.exit_code == 0, result.stderr
+    assert merged.read_bytes() == whole.read_bytes()
+
+
+def test_merge_parquet_parts_by_the_record_in_their_metadata(shards, tmp_path):
+    parts = [tmp_path / f"part{i}.parquet" for i in range(3)]
+    for i, part in enumerate(parts):
+        result = photoruns.invoke(
+            "compute",
+            photoruns.SAMPLES,
+            "-o",
+            part,
+            "--shard",
+            f"{i}/3",
+            *photoruns.FAST,
+            "--workers",
+            1,
+            "--quiet",
+        )
+        assert result.exit_code == 0, result.stderr
+        os.unlink(f"{part}.meta.json")  # the record inside the Parquet file is enough
+    out = tmp_path / "merged.csv"
+    result = photoruns.invoke("merge", parts[1], parts[2], parts[0], "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes() == (shards / "whole.csv").read_bytes()
+
+
+def test_merge_to_stdout(shards):
+    result = photoruns.invoke("merge", *photoruns._parts(shards, (1, 2, 0)), "-o", "-")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == (shards / "whole.csv").read_bytes()
+
+
+def test_merge_csv_parts_into_one_parquet_file(shards, tmp_path):
+    out = tmp_path / "merged.parquet"
+    result = photoruns.invoke("merge", *photoruns._parts(shards, (2, 1, 0)), "-o", out)
+    assert result.exit_code == 0, result.stderr
+    got = pq.read_table(out).to_pandas()
+    want = photoruns._csv_frame(shards / "whole.csv")
+    assert list(got.columns) == list(want.columns)
+    assert got["path"].tolist() == want["path"].tolist() == photoruns.IMAGES
+    np.testing.assert_array_equal(got.iloc[:, 4:].to_numpy(), want.iloc[:, 4:].to_numpy())
+    assert str(pq.read_schema(out).field("width").type) == "int32"
+    record = json.loads(pq.read_metadata(out).metadata[b"soartc"])
+    assert record["output"]["format"] == "parquet"
+    assert record["counts"]["processed"] == 12
+
+
+def test_merge_refuses_a_duplicate_a_missing_shard_unless_allowed(shards, tmp_path):
+    out = tmp_path / "m.csv"
+    parts = photoruns._parts(shards)
+    result = photoruns.invoke("merge", parts[0], parts[1], parts[1], "-o", out)
+    assert result.exit_code == 2
+    assert "shard 1/3 is given twice" in result.stderr
+    result = photoruns.invoke("merge", parts[2], parts[0], "-o", out)
+    assert result.exit_code == 2
+    assert "shard 1/3 missing" in result.stderr
+    assert not out.exists()
+    result = photoruns.invoke("merge", parts[2], parts[0], "-o", out, "--allow-missing")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((tmp_path / "m.csv.meta.json").read_text())
+    assert record["missing_shards"] == ["1/3"]
+    whole = (shards / "whole.csv").read_text().splitlines(keepends=True)
+    body = [parts[0].read_text().splitlines(keepends=True), parts[2].read_text().splitlines(True)]
+    assert out.read_text() == whole[0] + "".join(body[0][1:] + body[1][1:])
+
+
+def test_merge_refuses_parts_of_other_settings_or_without_a_record(shards, tmp_path):
+    other = tmp_path / "other1.csv"
+    result = photoruns.invoke(
+        "compute",
+        photoruns.SAMPLES,
+        "-o",
+        other,
+        "--shard",
+        "1/3",
+        "--metrics",
+        "rt",
+        *photoruns.FAST,
+        "--workers",
+        1,
+        "--quiet",
+    )
+    assert result.exit_code == 0
+    parts = photoruns._parts(shards)
+    result = photoruns.invoke("merge", parts[0], other, parts[2], "-o", tmp_path / "m.csv")
+    assert result.exit_code == 2
+    assert "was made with other settings" in result.stderr
+    bare = tmp_path / "bare.csv"
+    shutil.copyfile(parts[1], bare)
+    result = photoruns.invoke("merge", parts[0], bare, parts[2], "-o", tmp_path / "m.csv")
+    assert result.exit_code == 2
+    assert "has no run record" in result.stderr
+    assert not (tmp_path / "m.csv").exists()

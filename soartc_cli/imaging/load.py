@@ -17,29 +17,28 @@ Every way a file can be unusable becomes an :class:`~soartc_cli.errors.InputErro
 reason; bad parameters raise :class:`~soartc_cli.errors.UsageError`. Files are opened only if
 they are regular files (never a FIFO, device or socket, which could block or have side
 effects), and decoded only by the Pillow plugins of the formats SPEC §2.1 names, so that no
-external program (Ghostscript for EPS, …) ever runs on a user's file.
+external program (Ghostscript for EPS, …) ever runs on a user's file; the Pillow state that
+guards this lives in :mod:`soartc_cli.imaging.pillow`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
-import importlib
 import math
 import os
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from soartc_cli.errors import InputError, UsageError
+from soartc_cli.imaging import pillow
 from soartc_cli.imaging.files import NotRegularFile, open_regular
+from soartc_cli.imaging.pillow import FORMATS
 
 __all__ = [
     "CHANNELS",
@@ -69,20 +68,6 @@ MAX_SIZE = 16384
 #: Largest fitted image, ``C · S² · 4`` bytes of float32 (1 GiB: ``S = 16384`` luma, 9459 rgb;
 #: :func:`largest_size`).
 MAX_FIT_BYTES = 2**30
-#: Pillow formats decoded: those of SPEC §2.1's extensions (.png .jpg .jpeg .bmp .gif .tif
-#: .tiff .webp). Camera JPEGs that are MPO files open through the JPEG plugin, which hands
-#: them to the MPO one; "MPO" is listed for Pillow versions that register it separately.
-FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "GIF", "TIFF", "WEBP")
-_PLUGINS = (
-    "JpegImagePlugin",
-    "MpoImagePlugin",
-    "PngImagePlugin",
-    "BmpImagePlugin",
-    "GifImagePlugin",
-    "TiffImagePlugin",
-    "WebPImagePlugin",
-)
-
 # The weights with the 1/255 scale folded in: luma is three multiply-adds on the 8-bit levels.
 _LUMA_PER_LEVEL = (np.asarray(LUMA_WEIGHTS, dtype=np.float64) / 255.0).astype(np.float32)
 _LUMA_PER_16BIT = (np.asarray(LUMA_WEIGHTS, dtype=np.float64) / 65535.0).astype(np.float32)
@@ -93,17 +78,6 @@ _RGB_FIRST = frozenset({"RGB", "RGBA", "RGBX"})
 _PALETTE = frozenset({"P", "PA"})
 #: Modes whose luma Pillow's convert("F") computes directly (the others go through RGB).
 _DIRECT_TO_F = frozenset({"1", "L", "RGB", "RGBA", "RGBX"})
-_EXIF_ORIENTATION = 0x0112
-# EXIF orientation → the transpose that shows the image upright (as PIL.ImageOps.exif_transpose).
-_ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 # What Pillow's decoders raise on bad data, besides OSError (see _reason).
 _DECODE_ERRORS = (
     OSError,
@@ -282,120 +256,6 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-# Pillow's own decompression-bomb limit is one module global (Image.MAX_IMAGE_PIXELS) with no
-# per-call override. We check the pixel count ourselves (max_pixels), so Pillow's check is lifted
-# only while one of our decodes runs, and put back when the last of them ends. Users of Pillow
-# outside these calls keep their limit; a thread decoding with Pillow at the same moment as ours
-# would see no limit during that window.
-_limit_lock = threading.Lock()
-_limit_users = 0
-_saved_limit: int | None = None
-
-
-class _PillowLimitLifted:
-    """Context manager: Pillow's pixel limit lifted while at least one of our decodes runs.
-
-    A class rather than a generator: entered once per image, it is on the hot path.
-    """
-
-    def __enter__(self) -> None:
-        global _limit_users, _saved_limit
-        with _limit_lock:
-            if _limit_users == 0:
-                _saved_limit = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = None
-            _limit_users += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        global _limit_users
-        with _limit_lock:
-            _limit_users -= 1
-            if _limit_users == 0:
-                Image.MAX_IMAGE_PIXELS = _saved_limit
-
-
-_pillow_limit_lifted = _PillowLimitLifted()
-
-
-@functools.cache
-def _formats() -> tuple[str, ...]:
-    """The Pillow formats of :data:`FORMATS` this Pillow can open (their plugins imported)."""
-    for name in _PLUGINS:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(f"PIL.{name}")
-    return tuple(name for name in FORMATS if name in Image.OPEN)
-
-
-# libtiff prints its errors ("LZWDecode: Corrupted LZW table at scanline 0", …) on the C stderr
-# through a process-wide handler, whatever Python does with sys.stderr; Pillow turns its warning
-# handler off but not its error handler. Pillow reports the failure itself (an OSError, which
-# becomes the InputError's reason), so while a TIFF decodes, libtiff's handlers are set to none
-# and put back when the last such decode ends, as for the pixel limit above.
-_TIFF_HANDLER_SETTERS = (
-    "TIFFSetErrorHandler",
-    "TIFFSetErrorHandlerExt",
-    "TIFFSetWarningHandler",
-    "TIFFSetWarningHandlerExt",
-)
-_tiff_lock = threading.Lock()
-_tiff_users = 0
-_tiff_saved: list[Any] = []
-
-
-def _loaded_library_paths(fragment: str) -> list[str]:
-    """Paths of the shared libraries mapped in this process whose file name has ``fragment``."""
-    paths = []
-    with contextlib.suppress(OSError), open("/proc/self/maps", encoding="utf-8") as maps:
-        for line in maps:
-            path = line.rstrip("\n").split(None, 5)[-1]
-            if path.startswith("/") and fragment in os.path.basename(path) and path not in paths:
-                paths.append(path)
-    if not paths:  # no /proc (macOS): the libraries bundled with Pillow's wheels
-        import glob
-
-        here = os.path.dirname(Image.__file__)
-        for pattern in ("../pillow.libs/*", ".dylibs/*"):
-            paths += glob.glob(os.path.join(here, pattern + fragment + "*"))
-    return paths
-
-
-@functools.cache
-def _libtiff_setters() -> tuple[Any, ...]:
-    """libtiff's four handler setters, from the libtiff Pillow uses; () when not found."""
-    no_load = getattr(os, "RTLD_NOLOAD", None)
-    if no_load is None:
-        return ()
-    for path in _loaded_library_paths("libtiff"):
-        try:  # RTLD_NOLOAD: only a library already loaded (Pillow's), never another copy
-            library = ctypes.CDLL(path, mode=no_load | getattr(os, "RTLD_LOCAL", 0))
-            setters = tuple(getattr(library, name) for name in _TIFF_HANDLER_SETTERS)
-        except (OSError, AttributeError):
-            continue
-        for setter in setters:
-            setter.restype = ctypes.c_void_p
-            setter.argtypes = [ctypes.c_void_p]
-        return setters
-    return ()
-
-
-@contextlib.contextmanager
-def _libtiff_quiet() -> Iterator[None]:
-    global _tiff_users, _tiff_saved
-    setters = _libtiff_setters()
-    with _tiff_lock:
-        if _tiff_users == 0:
-            _tiff_saved = [setter(None) for setter in setters]
-        _tiff_users += 1
-    try:
-        yield
-    finally:
-        with _tiff_lock:
-            _tiff_users -= 1
-            if _tiff_users == 0:
-                for setter, saved in zip(setters, _tiff_saved, strict=True):
-                    setter(saved)
-
-
 def _is_path(source: object) -> bool:
     return isinstance(source, (str, bytes, os.PathLike))
 
@@ -459,10 +319,10 @@ def _reason(exc: BaseException, source: Source) -> str:
 def _orientation(image: Image.Image) -> int:
     """The EXIF orientation (1–8) of ``image``; 1 when absent or unreadable."""
     try:
-        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # a broken EXIF block is not a broken image
         return 1
-    return value if isinstance(value, int) and value in _ORIENTATION_TRANSPOSE else 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _upright(image: Image.Image, *, max_pixels: int, budget: _Budget | None) -> Image.Image:
@@ -471,12 +331,14 @@ def _upright(image: Image.Image, *, max_pixels: int, budget: _Budget | None) -> 
     if budget is not None:  # the crop's bytes do not change when the image is turned
         budget.check(image.width, image.height)
     if image.format == "TIFF":
-        with _libtiff_quiet():
+        with pillow.libtiff_quiet():
             image.load()
     else:
         image.load()
-    transpose = _ORIENTATION_TRANSPOSE.get(_orientation(image))
-    return image if transpose is None else image.transpose(transpose)
+    if _orientation(image) == 1:
+        return image
+    # Turned as Pillow turns it (a new image: a caller's own is never changed).
+    return ImageOps.exif_transpose(image)
 
 
 def decode(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -534,7 +396,7 @@ def _opened(source: Source) -> Iterator[Image.Image]:
         try:
             if length == 0:
                 raise InputError("empty file")
-            with _pillow_limit_lifted, Image.open(file, formats=_formats()) as opened:
+            with pillow.limit_lifted, Image.open(file, formats=pillow.formats()) as opened:
                 yield opened
         finally:
             if file is not source:

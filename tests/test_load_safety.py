@@ -17,7 +17,7 @@ from numpy.testing import assert_array_equal
 from PIL import EpsImagePlugin, Image
 
 from soartc_cli.errors import InputError
-from soartc_cli.imaging import load
+from soartc_cli.imaging import load, pillow
 from soartc_cli.imaging.load import FORMATS, decode, load_image
 
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX file types")
@@ -246,7 +246,7 @@ def test_libtiff_handlers_are_put_back(tmp_path, rng):
     Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(
         path, compression="tiff_lzw"
     )
-    setters = load._libtiff_setters()
+    setters = pillow._libtiff_setters()
     assert setters, "Pillow's libtiff was not found"
     set_error_handler = setters[0]
     before = set_error_handler(None)

@@ -27,6 +27,7 @@ from soartc_cli.core.transforms import (
 from soartc_cli.errors import InputError, UsageError
 from soartc_cli.settings import optionfiles
 from soartc_cli.settings.optionfiles import MAX_KERNEL_FILE_BYTES, load_kernels, read_kernel_file
+from tests import tinyruns
 
 # --- kernel files ------------------------------------------------------------------------------
 
@@ -422,3 +423,46 @@ def test_cli_refuses_hostile_weights_with_the_reason(tiny_folder, weights_cases,
     }[case]
     result = run_cli("attention", tiny_folder, "--weights", path, "--size", 16, "--patch", 2)
     assert_one_usage_line(result, "--weights", expected)
+
+
+# --- moved from test_issue13.py ----------------------------------------
+
+
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_a_kernel_file_with_a_long_integer_is_a_usage_error(tiny_photos, tmp_path, digits):
+    kernels = tmp_path / "k.json"
+    kernels.write_text('{"k": [[' + "9" * digits + "]]}")
+    result = tinyruns.soartc(
+        "compute", tiny_photos, "--kernels", kernels, "-o", "-", *tinyruns.FAST
+    )
+    tinyruns.no_traceback(result)
+    assert result.returncode == 2, result.stderr
+    assert "--kernels" in result.stderr and "number too long" in result.stderr
+
+
+def test_an_npz_declaring_186_tib_is_a_usage_error(tiny_photos, tmp_path):
+    import zipfile
+
+    path = tmp_path / "w.npz"
+    with zipfile.ZipFile(path, "w") as archive:  # 5,050,000² doubles ≈ 186 TiB, 128 bytes stored
+        for name in ("W_Q", "W_K", "W_V"):
+            archive.writestr(f"{name}.npy", tinyruns._npy_header((5_050_000, 5_050_000)))
+    result = tinyruns.soartc(
+        "attention",
+        tiny_photos,
+        "--weights",
+        path,
+        "--size",
+        32,
+        "--patch",
+        16,
+        "--workers",
+        1,
+        "-o",
+        "-",
+        preexec_fn=tinyruns._limited,
+    )
+    tinyruns.no_traceback(result)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("soartc: error: --weights")
+    assert len(result.stderr.strip().splitlines()) == 1

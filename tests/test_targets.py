@@ -3,14 +3,18 @@
 import errno
 import gzip
 import io
+import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from soartc_cli.errors import UsageError
 from soartc_cli.output import targets
+from tests import photoruns
 from tests.outhelp import char_device
 
 
@@ -248,3 +252,202 @@ def test_discard_removes_the_temporary_file(tmp_path):
     target.stream.write(b"rows\n")
     target.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+# --- moved from test_issue9_outputs.py ----------------------------------------
+
+
+def test_the_sample_images_are_there():
+    assert len(photoruns.IMAGES) == 12
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "private"])
+def test_a_character_device_stays_what_it_was(tmp_path, device):
+    if device == "private":
+        device = char_device(tmp_path / "null", 3)
+    assert stat.S_ISCHR(os.stat(device).st_mode), f"{device} is not a character device to start"
+    proc = photoruns.soartc(
+        "compute", photoruns.SAMPLES, "-o", device, *photoruns.FAST, "--workers", 2
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISCHR(os.stat(device).st_mode)
+    assert not os.path.exists(device + ".meta.json")
+    assert b"12 of 12 images processed" in proc.stderr
+
+
+def test_compute_into_a_fifo_leaves_it_a_fifo_and_its_reader_gets_every_byte(tmp_path, reference):
+    fifo = tmp_path / "rows"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    proc = photoruns.soartc(
+        "compute", photoruns.SAMPLES, "-o", fifo, *photoruns.FAST, "--workers", 2
+    )
+    reader.join(30)
+    assert proc.returncode == 0, proc.stderr
+    assert got == [reference.read_bytes()]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows"]  # no record, no temporary
+
+
+def test_compute_into_a_symlink_keeps_the_link_and_fills_its_target(tmp_path, reference):
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to("real.csv")
+    result = photoruns.invoke(
+        "compute", photoruns.SAMPLES, "-o", link, *photoruns.FAST, "--workers", 1, "--quiet"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == "real.csv"
+    assert real.read_bytes() == reference.read_bytes()
+    record = json.loads((tmp_path / "link.csv.meta.json").read_text())
+    assert record["counts"] == {"found": 12, "processed": 12, "failed": 0}
+
+
+def test_dev_stdout_on_a_pipe_is_that_pipe(reference):
+    # /dev/stdout is a link into /proc whose realpath ("pipe:[N]") names no file.
+    proc = photoruns.soartc(
+        "compute",
+        photoruns.SAMPLES,
+        "-o",
+        "/dev/stdout",
+        "--record",
+        "/dev/stderr",
+        *photoruns.FAST,
+        "--workers",
+        1,
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == reference.read_bytes()
+    assert json.loads(proc.stderr)["counts"] == {"found": 12, "processed": 12, "failed": 0}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_closed_stdout_pipe_exits_141_quietly(tmp_path, workers):
+    err = tmp_path / "err"
+    # 256-pixel images make ~0.5 MB of CSV: far more than a pipe holds once head has gone.
+    script = (
+        f"{sys.executable} -m soartc_cli compute {photoruns.SAMPLES} -o - --size 256 "
+        f"--workers {workers} 2>{err} | head -c 10 >{tmp_path / 'head'}; exit ${{PIPESTATUS[0]}}"
+    )
+    proc = subprocess.run(["bash", "-c", script], timeout=120, check=False)
+    assert proc.returncode == 141
+    assert err.read_bytes() == b""
+    assert (tmp_path / "head").read_bytes() == b"path,label"
+
+
+def test_a_full_device_is_one_error_line_and_exit_1(tmp_path):
+    for device in ("/dev/full", char_device(tmp_path / "full", 7)):
+        assert stat.S_ISCHR(os.stat(device).st_mode), f"{device} is not a character device"
+        proc = photoruns.soartc(
+            "compute", photoruns.SAMPLES, "-o", device, *photoruns.FAST, "--workers", 2, "--quiet"
+        )
+        assert proc.returncode == 1
+        assert proc.stderr.decode() == f"soartc: error: no space left on device writing {device}\n"
+
+
+def test_a_full_disk_on_a_regular_file_commits_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "out.csv"
+    out.write_text("old\n")
+    real_write = targets._Guarded.write
+    written = []
+
+    def write(self, data):
+        written.append(len(data))
+        if len(written) > 3:  # the header and a few rows went through
+            raise targets.write_error(OSError(28, "No space left on device"), self.name)
+        return real_write(self, data)
+
+    monkeypatch.setattr(targets._Guarded, "write", write)
+    result = photoruns.invoke(
+        "compute", photoruns.SAMPLES, "-o", out, *photoruns.FAST, "--workers", 1
+    )
+    assert result.exit_code == 1
+    assert result.stderr.endswith(f"soartc: error: no space left on device writing {out}\n")
+    assert "Traceback" not in result.stderr
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no .part, no record
+
+
+def test_a_record_that_fails_leaves_the_output_uncommitted(tmp_path, monkeypatch):
+    out = tmp_path / "out.csv"
+    out.write_text("old\n")
+    real_write = targets.AtomicFile.write
+
+    def write(self, data):
+        if self.path.endswith(".meta.json"):
+            raise targets.write_error(OSError(28, "No space left on device"), self.path)
+        return real_write(self, data)
+
+    monkeypatch.setattr(targets.AtomicFile, "write", write)
+    result = photoruns.invoke(
+        "compute", photoruns.SAMPLES, "-o", out, *photoruns.FAST, "--workers", 1, "--quiet"
+    )
+    assert result.exit_code == 1
+    assert result.stderr == f"soartc: error: no space left on device writing {out}.meta.json\n"
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_outputs_never_overwrite_inputs(inputs, tmp_path):
+    before = photoruns._snapshot(inputs)
+    link = tmp_path / "out.csv"
+    link.symlink_to(inputs / "a.png")
+    hard = tmp_path / "hard.csv"
+    os.link(inputs / "a.jpg", hard)
+    cases = [
+        (("-o", inputs / "a.png"), ""),  # (no image suffix is an output format either)
+        (("-o", link), "is one of the input images: refusing to overwrite it"),
+        (("-o", hard), "is one of the input images: refusing to overwrite it"),
+        (("-o", "-", "--record", inputs / "a.png"), "is one of the input images"),
+        (("-o", tmp_path / "r.csv", "--maps", inputs), "would replace the input image"),
+    ]
+    for args, message in cases:
+        result = photoruns.invoke("compute", inputs, *args, *photoruns.FAST, "--workers", 1)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert message in result.stderr
+        assert "skipped" not in result.stderr
+        assert result.stdout == ""  # before any work: not even a header
+        assert photoruns._snapshot(inputs) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.csv", "inp", "out.csv"]
+
+
+def test_a_record_on_the_output_itself_is_refused(tmp_path):
+    out = tmp_path / "out.csv"
+    result = photoruns.invoke(
+        "compute", photoruns.SAMPLES, "-o", out, "--record", out, *photoruns.FAST, "--workers", 1
+    )
+    assert result.exit_code == 2
+    assert "skipped" not in result.stderr and not out.exists()
+
+
+def test_resume_into_a_device_is_refused(tmp_path):
+    null = char_device(tmp_path / "null", 3)
+    result = photoruns.invoke(
+        "compute", photoruns.SAMPLES, "-o", null, "--resume", *photoruns.FAST, "--workers", 1
+    )
+    assert result.exit_code == 2
+    assert "--resume needs -o FILE" in result.stderr
+
+
+def test_a_shard_never_overwrites_an_input_of_another_shard(inputs, tmp_path):
+    before = photoruns._snapshot(inputs)
+    result = photoruns.invoke(
+        "compute",
+        inputs,
+        "--shard",
+        "0/2",
+        "--maps",
+        inputs,
+        "-o",
+        tmp_path / "part.csv",
+        *photoruns.FAST,
+        "--workers",
+        1,
+    )
+    assert photoruns._snapshot(inputs) == before
+    assert result.exit_code == 2
+    assert "would replace the input image" in result.stderr

@@ -3,15 +3,23 @@
 import errno
 import io
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from soartc_cli.errors import UsageError
+from soartc_cli.output import targets
 from soartc_cli.output.record import record_json, run_record
 from soartc_cli.output.targets import WriteError
 from soartc_cli.pipeline import resume
 from soartc_cli.pipeline.jobs import Failure, ImageResult
+from tests import photoruns
 from tests.outhelp import char_device
 
 
@@ -139,7 +147,6 @@ def test_a_journal_that_cannot_be_made_is_a_write_error(tmp_path):
 def test_a_journal_appears_whole_with_its_header_or_not_at_all(tmp_path, monkeypatch):
     # Bug: the journal existed before its header was written; a kill in that window left a
     # .partial that --resume refused ("not a soartc progress file").
-    from soartc_cli.output import targets
 
     path = tmp_path / "out.csv.partial"
 
@@ -178,3 +185,99 @@ def _read_journal(path):
     """Every complete frame of a journal and the byte length they take."""
     path = str(path)
     return list(resume.iter_journal(path)), resume.journal_length(path)
+
+
+# --- moved from test_issue9_outputs.py ----------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_then_resume_gives_the_uninterrupted_csv(tmp_path, many, uninterrupted, workers):
+    out = tmp_path / "out.csv"
+    args = (
+        "compute",
+        many,
+        "-o",
+        out,
+        "--resume",
+        "--workers",
+        workers,
+        *photoruns.HEAVY,
+        "--quiet",
+    )
+    kept = photoruns._killed_run(args, f"{out}.partial")
+    assert 3 <= kept < 97  # the broken file (second in the list) among them
+    assert not out.exists()
+    assert (tmp_path / "out.csv.partial.meta.json").exists()
+    proc = photoruns.soartc(*args)
+    assert proc.returncode == 1, proc.stderr
+    assert out.read_bytes() == uninterrupted[0].read_bytes()
+    record = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert record["counts"] == photoruns.COUNTS  # each image once, the kept ones included
+    assert [f["path"] for f in record["failures"]] == ["c0/animals/broken.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.csv.meta.json"]
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_parquet(tmp_path, many, uninterrupted):
+    out = tmp_path / "out.parquet"
+    args = ("compute", many, "-o", out, "--resume", "--workers", 2, *photoruns.HEAVY, "--quiet")
+    assert 3 <= photoruns._killed_run(args, f"{out}.partial") < 97
+    proc = photoruns.soartc(*args)
+    assert proc.returncode == 1, proc.stderr
+    assert pq.read_table(out).equals(pq.read_table(uninterrupted[1]))
+    record = json.loads(pq.read_metadata(out).metadata[b"soartc"])
+    assert record["counts"] == photoruns.COUNTS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet", "out.parquet.meta.json"]
+
+
+def test_sigterm_with_resume_keeps_the_progress_and_resume_finishes_it(
+    tmp_path, many, uninterrupted
+):
+    out = tmp_path / "out.csv"
+    args = ("compute", many, "-o", out, "--resume", "--workers", 2, *photoruns.HEAVY)
+    cmd = [sys.executable, "-m", "soartc_cli", *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "out.csv.partial"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and len(photoruns._read_journal(str(partial))[0]) >= 3:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.endswith(
+        f"images; progress kept in {partial}: run the same command with --resume to go on\n"
+    )
+    assert partial.exists() and not out.exists()
+    proc = photoruns.soartc(*args, "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    assert out.read_bytes() == uninterrupted[0].read_bytes()
+    assert not partial.exists()
+
+
+def test_resume_refuses_other_settings_or_another_file_list(tmp_path, many):
+    out = tmp_path / "out.csv"
+    args = ("compute", many, "-o", out, "--resume", "--workers", 1, *photoruns.HEAVY, "--quiet")
+    photoruns._killed_run(args, f"{out}.partial")
+    partial = (tmp_path / "out.csv.partial").read_bytes()
+    result = photoruns.invoke(*args, "--metrics", "rt")
+    assert result.exit_code == 2
+    assert "--resume: settings 'metrics' differs from the interrupted run's" in result.stderr
+    result = photoruns.invoke(*args, "--precision", 5)
+    assert result.exit_code == 2
+    assert "'precision'" in result.stderr
+    first = many / "c0" / photoruns.IMAGES[0]
+    moved = tmp_path / "moved.jpg"
+    shutil.move(first, moved)  # the second file, already done, is gone from the list
+    try:
+        result = photoruns.invoke(*args)
+    finally:
+        shutil.move(moved, first)
+    assert result.exit_code == 2
+    assert (
+        "--resume: the file list differs from the interrupted run's at position 1 "
+        "('c0/animals/chelsea.jpg' before, 'c0/astronaut.jpg' now)"
+    ) in result.stderr
+    assert (tmp_path / "out.csv.partial").read_bytes() == partial  # kept as it was
+    assert not out.exists()
