@@ -13,7 +13,7 @@ import numpy as np
 from scipy.signal import correlate2d
 
 #: SPEC §4's six metrics, in the order hand-worked expectations are written in (the package may
-#: define more after them: see docs/adding_a_metric.md).
+#: define more after them: see the README's recipe, Adding a metric).
 SPEC_METRICS = ("beta", "delta", "distance", "noise", "vol", "shear")
 
 ROTATION_FUNCTIONS = {

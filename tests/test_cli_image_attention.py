@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from soartc_cli.core.patches import patch_names
+from soartc_cli.imaging.discover import MAPS_MARKER
 from soartc_cli.imaging.load import load_image
 from soartc_cli.interfaces.cli import app
 from soartc_cli.output import pictures
@@ -183,7 +184,7 @@ def test_maps_are_written_for_every_image(folder, tmp_path, command):
                     "-o", tmp_path / "res.csv", "--precision", 17)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert _visible(out) == ["two.png", "x__one.png"]
-    assert (out / pictures.MAPS_MARKER).is_file()  # the hidden marker: never read as input images
+    assert (out / MAPS_MARKER).is_file()  # the hidden marker: never read as input images
     transforms = ("attention",) if command == "attention" else (
         "bend1", "bend2", "bend3", "bend4", "line1", "line2")  # fmt: skip
     metrics = ("received", "entropy") if command == "attention" else ("beta", "delta", "distance")

@@ -460,7 +460,7 @@ def test_features_imports_only_public_names_of_rt():
     assert "rt._" not in Path(features.__file__).read_text(encoding="utf-8")
 
 
-# --- a metric added by the recipe of docs/adding_a_metric.md, inside this test only ------------
+# --- a metric added by the README's recipe (Adding a metric), inside this test only ---------
 
 
 def cos(shared):

@@ -12,6 +12,7 @@ from soartc_cli.core import attention
 from soartc_cli.core.transforms import KERNELS
 from soartc_cli.interfaces import tables
 from soartc_cli.output.layouts import Columns
+from soartc_cli.pipeline.jobs import ImageResult
 
 
 def _render(items, width=100):
@@ -59,8 +60,8 @@ def _rows(columns, count=3, *, path="cats/a.png"):
     c = 1 if columns.channels is None else len(columns.channels)
     rng = np.random.default_rng(0)
     return [
-        tables.TableRow(f"{path}{i}", "cats", 640 + i, 480,
-                        rng.standard_normal((c, len(columns.transforms), len(columns.metrics))))
+        ImageResult(i, f"{path}{i}", "cats", 640 + i, 480, (1, 1), None,
+                    rng.standard_normal((c, len(columns.transforms), len(columns.metrics))))
         for i in range(count)
     ]  # fmt: skip
 

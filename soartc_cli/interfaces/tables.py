@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +19,8 @@ from soartc_cli.output.layouts import Columns
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from soartc_cli.pipeline.jobs import ImageResult
 
 # ---------------------------------------------------------------------------------------------
 # The seed demo
@@ -98,23 +99,16 @@ def demo_csv(result: DemoResult) -> str:
 TABLE_ROWS = 50
 
 
-@dataclass(frozen=True)
-class TableRow:
-    """One image in the terminal tables: its names, original size and per-patch means."""
-
-    path: str
-    label: str
-    width: int
-    height: int
-    means: np.ndarray  # (C, T, M) float64
-
-
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def summary_tables(rows: Sequence[TableRow], columns: Columns, *, width: int = 100) -> list[Table]:
+def summary_tables(
+    rows: Sequence[ImageResult], columns: Columns, *, width: int = 100
+) -> list[Table]:
     """Rich tables of per-image means over the patches: one per (channel ×) metric.
+
+    ``rows`` are the results of a run (their path, label, size and ``(C, T, M)`` means).
 
     Transforms are the columns; as many as fit in ``width`` characters go in one table, the rest
     in the next, so the output stays readable in an 80–120 column terminal.

@@ -24,7 +24,6 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from soartc_cli.imaging.discover import MAPS_MARKER  # noqa: F401  (the marker of a maps directory)
 from soartc_cli.output.targets import AtomicFile
 
 __all__ = [

@@ -195,11 +195,7 @@ def side_file(path: str | os.PathLike[str]) -> AtomicFile | _InOrder:
     """A text file written where ``path`` points, like ``-o``: a regular file atomically, a
     symbolic link's target (the link kept), a device or named pipe in order (never replaced)."""
     path = os.fspath(path)
-    try:
-        mode = os.stat(path).st_mode  # through the links, /proc's too (see open_target)
-    except (OSError, ValueError):
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+    if is_special(path):  # through the links, /proc's too (see open_target)
         return _InOrder(path)
     return AtomicFile(os.path.realpath(path) if os.path.islink(path) else path)
 

@@ -265,7 +265,8 @@ def inside_inputs_warnings(
 
 def _prepare_maps(directory: str, files: Sequence[discover.ImageFile], note) -> None:
     """Make the pictures directory, check it is writable, warn of picture-name clashes."""
-    from soartc_cli.output.pictures import MAPS_MARKER, name_collisions
+    from soartc_cli.imaging.discover import MAPS_MARKER
+    from soartc_cli.output.pictures import name_collisions
 
     try:
         os.makedirs(directory, exist_ok=True)
