@@ -71,7 +71,7 @@ def test_every_default_is_shown_as_default_n(command):
         ("attention", "--softmax row|global", "[default: row]"),
         ("attention", "--format table|json|csv", "[default: table]"),
         ("attention", "--dim D", "[default: 3 for the demo, 64 for images]"),
-        ("compute", "--workers N", "[default: the CPU count]"),
+        ("compute", "--workers N", "[default: the CPUs this process may use]"),
         ("score", "--threshold T", "[default: the model's threshold]"),
     ],
 )

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from soartc_cli.interfaces.cli.app import printable as one_line
+from soartc_cli.interfaces.cli.base import printable as one_line
 from tests import fuzzing
 
 PHOTO = Path(__file__).resolve().parent.parent / "sample_images" / "camera.png"

@@ -171,12 +171,8 @@ def parse_metrics(spec: str) -> tuple[str, ...]:
     Returns
     -------
     tuple of str
-        Names in the order given, presets expanded, repeats dropped (the first occurrence wins).
-
-    Raises
-    ------
-    UsageError
-        On an empty value or item, or an unknown name; the message lists the valid names.
+        The metric names, as :func:`~soartc_cli.core.names.parse_names` reads them (presets
+        expanded, the first of repeats kept); UsageError for an empty or unknown name.
     """
     return parse_names(
         spec, option="metrics", presets=METRIC_PRESETS, valid=tuple(METRICS_REGISTRY)

@@ -78,14 +78,11 @@ def load_model(path_or_file: str | os.PathLike[str] | IO[bytes]) -> UnitSpace:
     Returns
     -------
     UnitSpace
-
-    Raises
-    ------
-    UsageError
-        With a one-line reason when the file cannot be read, is not an ``.npz`` archive, lacks
-        an array, holds an object array (never unpickled: ``allow_pickle=False``), has an
-        unknown ``format`` or a ``format_version`` other than this version's, or arrays whose
-        shapes or values do not fit together.
+        The fitted unit space. A :class:`~soartc_cli.errors.UsageError` with a one-line reason
+        is raised when the file cannot be read, is not an ``.npz`` archive, lacks an array,
+        holds an object array (never unpickled: ``allow_pickle=False``), has an unknown
+        ``format`` or a ``format_version`` other than this version's, or arrays whose shapes or
+        values do not fit together.
     """
     name = os.fspath(path_or_file) if isinstance(path_or_file, (str, os.PathLike)) else "model"
     try:

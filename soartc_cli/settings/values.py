@@ -66,14 +66,7 @@ def choice(value: object, *, option: str, choices: Sequence[str]) -> str:
     return check_choice(value, name=option, choices=choices)
 
 
-def number(
-    value: object,
-    *,
-    option: str,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> float:
+def number(value: object, *, option: str, low=None, high=None, low_open=False) -> float:
     """``value`` as a finite float within ``[low, high]`` (``(low, high]`` with ``low_open``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"{option} must be a number, not {_shown(value)}")

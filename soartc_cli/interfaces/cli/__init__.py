@@ -8,7 +8,7 @@ lives in a module of its own (:mod:`.compute`, :mod:`.attention`, :mod:`.inspect
 import importlib
 from typing import Any
 
-from soartc_cli.interfaces.cli.app import app
+from soartc_cli.interfaces.cli.base import app
 
 __all__ = ["app", "run"]
 

@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 
 from soartc_cli.interfaces import tables
-from soartc_cli.interfaces.cli.app import (
+from soartc_cli.interfaces.cli.base import (
     ARGV,
     EXIT_FAILED,
     EXIT_OK,
@@ -20,29 +20,40 @@ from soartc_cli.interfaces.cli.app import (
 )
 from soartc_cli.pipeline.jobs import Failure, ImageResult
 from soartc_cli.pipeline.runner import Observer, RunReport, TableConsumer, run
+from soartc_cli.settings.features import FeatureSettings
 from soartc_cli.settings.image import ImageSettings
 from soartc_cli.settings.run import InputSettings, OutputSettings, RunSettings
 
 
-def image_settings(size, patch, channels, invert, max_pixels) -> ImageSettings:
-    return ImageSettings(size, patch, channels, invert, max_pixels)
+def image_settings(image) -> ImageSettings:
+    """The image options' settings (the ``image`` group)."""
+    return ImageSettings(image.size, image.patch, image.channels, image.invert, image.max_pixels)
 
 
-def run_settings(
-    inputs, *, output: OutputSettings | None = None, workers=None, shard=None, strict=False,
-    quiet=False, no_recursive=False, labels="first",
-) -> RunSettings:  # fmt: skip
-    """The settings of the options every image command shares."""
-    paths = InputSettings.parse(
-        tuple(inputs or ()), recursive=not no_recursive, labels=labels, shard=shard
-    )
-    return RunSettings(paths, output or OutputSettings(), workers, strict, quiet)
+def feature_settings(image, features) -> FeatureSettings:
+    """The feature options' settings (the ``image`` and ``features`` groups)."""
+    return FeatureSettings.parse(image=image_settings(image), **vars(features))
 
 
-def output_settings(output, layout, pool, precision, record, maps, resume) -> OutputSettings:
+def output_settings(rows, **fixed) -> OutputSettings:
+    """The output options' settings (the ``rows`` group; ``fixed`` what a command fixes, such as
+    score's layout)."""
+    given = {**vars(rows), **fixed}
+    pool = given.get("pool", "mean,std,min,max")
     return OutputSettings(
-        output, layout, tuple(p.strip() for p in pool.split(",")), precision, record, maps, resume
-    )
+        given.get("output"), given.get("layout", "wide"),
+        tuple(p.strip() for p in pool.split(",")), given.get("precision", 7),
+        given.get("record"), given.get("maps"), given.get("resume", False),
+    )  # fmt: skip
+
+
+def run_settings(inputs, run, *, output: OutputSettings | None = None) -> RunSettings:
+    """The settings of the options every image command shares (the ``run`` group)."""
+    paths = InputSettings.parse(
+        tuple(inputs or ()), recursive=not run.no_recursive, labels=run.labels,
+        shard=getattr(run, "shard", None),
+    )  # fmt: skip
+    return RunSettings(paths, output or OutputSettings(), run.workers, run.strict, run.quiet)
 
 
 def command_line() -> list[str]:

@@ -8,8 +8,8 @@ import typer
 
 from soartc_cli.core.transforms import merge_kernels
 from soartc_cli.interfaces import tables
-from soartc_cli.interfaces.cli.app import EXIT_OK, SoartcCommand, app, output_console
-from soartc_cli.interfaces.cli.options import Record
+from soartc_cli.interfaces.cli.base import EXIT_OK, SoartcCommand, app, output_console
+from soartc_cli.interfaces.cli.options import Record, option
 from soartc_cli.interfaces.cli.running import command_line
 from soartc_cli.settings.optionfiles import read_kernel_file
 
@@ -19,9 +19,7 @@ from soartc_cli.settings.optionfiles import read_kernel_file
     short_help="List every transform and kernel (with its values), the presets and the metrics.",
 )  # fmt: skip
 def transforms_command(
-    kernels: Annotated[
-        str | None, typer.Option(help="Also list the kernels of this JSON file.", metavar="FILE")
-    ] = None,
+    kernels: option(str | None, "Also list the kernels of this JSON file.", "FILE") = None,
 ) -> int:
     """List every transform and kernel (with its values), the presets and the metrics."""
     user = read_kernel_file(kernels) if kernels else {}
@@ -39,22 +37,19 @@ def merge_command(
     parts: Annotated[
         list[str], typer.Argument(metavar="PART...", help="Shard outputs, in any order.")
     ],
-    output: Annotated[
+    output: option(
         str,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE",
-            help="The joined file, format by suffix like compute's -o ('-': CSV on stdout).",
-        ),
-    ],
-    allow_missing: Annotated[
+        "The joined file, format by suffix like compute's -o ('-': CSV on stdout).",
+        "FILE",
+        "--output",
+        "-o",
+    ),
+    allow_missing: option(
         bool,
-        typer.Option(
-            "--allow-missing",
-            help="Join the shards that are there; the record says which are missing.",
-        ),
-    ] = False,
+        "Join the shards that are there; the record says which are missing.",
+        None,
+        "--allow-missing",
+    ) = False,
     record: Record = None,
 ) -> int:
     """Join the outputs of the shards of one run (any formats) and their run records."""

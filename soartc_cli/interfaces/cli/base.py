@@ -87,6 +87,20 @@ def fail(message: str, code: int) -> int:
 ARGV: list[str] = []
 
 
+#: The exit code of each kind of soartc error (the first class an error is an instance of).
+EXIT_CODES: tuple[tuple[type[SoartcError], int], ...] = (
+    (Interrupted, EXIT_INTERRUPTED),
+    (UsageError, EXIT_USAGE),
+    (WriteError, EXIT_FAILED),
+    (StrictStop, EXIT_FAILED),
+    (InputError, EXIT_FAILED),
+)
+
+
+def _exit_code(exc: SoartcError) -> int:
+    return next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), EXIT_FAILED)
+
+
 class SoartcGroup(typer.core.TyperGroup):
     """Typer's group, with every usage error or soartc error turned into one line and exit code."""
 
@@ -108,18 +122,8 @@ class SoartcGroup(typer.core.TyperGroup):
         except ClosedPipe:
             _silence_stdout()
             code = EXIT_CLOSED_PIPE
-        except WriteError as exc:
-            code = fail(str(exc), EXIT_FAILED)
-        except Interrupted as exc:
-            code = fail(str(exc), EXIT_INTERRUPTED)
-        except StrictStop as exc:
-            code = fail(str(exc), EXIT_FAILED)
-        except UsageError as exc:
-            code = fail(str(exc), EXIT_USAGE)
-        except InputError as exc:
-            code = fail(str(exc), EXIT_FAILED)
         except SoartcError as exc:
-            code = fail(str(exc), EXIT_FAILED)
+            code = fail(str(exc), _exit_code(exc))
         except (KeyboardInterrupt, _Abort):
             code = fail("interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:
