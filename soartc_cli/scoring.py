@@ -50,7 +50,9 @@ __all__ = [
     "BANK_FRACTION",
     "BANK_MAX",
     "EPSILON",
+    "KD_TREE_MAX_SPREAD",
     "MIN_GOOD_IMAGES",
+    "MODULE_BYTES",
     "N_FOLDS",
     "POOL_MAX",
     "SCORERS",
@@ -87,6 +89,7 @@ BANK_FRACTION = 0.1
 POOL_MAX = 30000  # the coreset is chosen from min(POOL_MAX, N) cells
 TINY = 1e-12  # a spread at most this is no spread
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+KD_TREE_MAX_SPREAD = 6.0  # a bank spread in more directions is searched by products
 _NN_BLOCK = 128  # query rows per block of the nearest-neighbour search (128 × 4000 float32: 2 MB)
 _U32 = 2.0**-24  # unit roundoff of float32
 
@@ -158,18 +161,42 @@ class BankFit:
     mean: np.ndarray
     std: np.ndarray
     bank: np.ndarray
-    _search: tuple = field(init=False, repr=False, compare=False)
+    _cache: dict = field(init=False, repr=False, compare=False, default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # Derived once per bank (fit or load), never stored: the float32 matrix [−2bᵀ; ‖b‖²] of
-        # the nearest-neighbour search, the bank in float64, and max ‖b‖.
-        bank64 = self.bank.astype(np.float64)
-        norms = np.einsum("mk,mk->m", bank64, bank64)
-        augmented = np.empty((self.bank.shape[1] + 1, self.bank.shape[0]), np.float32)
-        augmented[:-1] = -2.0 * self.bank.T
-        augmented[-1] = norms
-        radius = float(np.sqrt(norms.max())) if norms.size else 0.0
-        object.__setattr__(self, "_search", (augmented, bank64, radius))
+    def __getstate__(self) -> dict:
+        # Sent to worker processes without the search structures: each rebuilds its own.
+        return {**self.__dict__, "_cache": {}}
+
+    @property
+    def search(self) -> str:
+        """How the nearest bank vector is found: ``"kdtree"`` or ``"product"`` (see
+        :func:`nearest_sq_distances`); both give the same exact distances."""
+        if "search" not in self._cache:
+            self._cache["search"] = _search_method(self._bank64())
+        return self._cache["search"]
+
+    def _bank64(self) -> np.ndarray:
+        if "bank64" not in self._cache:
+            self._cache["bank64"] = self.bank.astype(np.float64)
+        return self._cache["bank64"]
+
+    def _tree(self):
+        if "tree" not in self._cache:
+            from scipy.spatial import cKDTree
+
+            self._cache["tree"] = cKDTree(self._bank64(), balanced_tree=True, compact_nodes=True)
+        return self._cache["tree"]
+
+    def _product(self) -> tuple[np.ndarray, float]:
+        # The float32 matrix [−2bᵀ; ‖b‖²] of the product search, and max ‖b‖.
+        if "product" not in self._cache:
+            bank64 = self._bank64()
+            norms = np.einsum("mk,mk->m", bank64, bank64)
+            augmented = np.empty((self.bank.shape[1] + 1, self.bank.shape[0]), np.float32)
+            augmented[:-1] = -2.0 * self.bank.T
+            augmented[-1] = norms
+            self._cache["product"] = (augmented, float(np.sqrt(norms.max())))
+        return self._cache["product"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -348,9 +375,28 @@ def k_center_greedy(vectors: npt.ArrayLike, m: int, *, seed: int) -> np.ndarray:
     return chosen
 
 
-def _search_bank(y: np.ndarray, part: BankFit) -> np.ndarray:
-    """Exact ``min_b ‖y − b‖²`` (q,) of float64 rows ``y`` (q, k), one block at a time."""
-    augmented, bank64, radius = part._search
+def _search_method(bank: np.ndarray) -> str:
+    """``kdtree`` when the bank's participation ratio ``(Σλ)² / Σλ²`` (λ the eigenvalues of its
+    covariance: about the number of directions it spreads in) is at most 6, else ``product``."""
+    centred = bank - bank.mean(axis=0)
+    eigenvalues = np.linalg.eigvalsh(centred.T @ centred / max(1, bank.shape[0]))
+    total, squares = float(eigenvalues.sum()), float((eigenvalues**2).sum())
+    ratio = total * total / squares if squares > 0 else 0.0
+    return "kdtree" if ratio <= KD_TREE_MAX_SPREAD else "product"
+
+
+def _search_tree(y: np.ndarray, part: BankFit) -> np.ndarray:
+    """Exact ``min_b ‖y − b‖²`` by the k-d tree: its neighbour, measured in float64."""
+    _, nearest = part._tree().query(y, k=1)
+    diff = y - part._bank64()[nearest]
+    return np.einsum("qk,qk->q", diff, diff)
+
+
+def _search_product(y: np.ndarray, part: BankFit) -> np.ndarray:
+    """Exact ``min_b ‖y − b‖²`` (q,) of float64 rows ``y`` (q, k) by float32 products, one
+    block at a time, with the rounding guard of :func:`nearest_sq_distances`."""
+    augmented, radius = part._product()
+    bank64 = part._bank64()
     q, k = y.shape
     m = bank64.shape[0]
     out = np.empty(q)
@@ -387,7 +433,15 @@ def _search_bank(y: np.ndarray, part: BankFit) -> np.ndarray:
     return out
 
 
-def nearest_sq_distances(y: npt.ArrayLike, bank: npt.ArrayLike | BankFit) -> np.ndarray:
+def _search_bank(y: np.ndarray, part: BankFit, method: str | None = None) -> np.ndarray:
+    if (method or part.search) == "kdtree":
+        return _search_tree(y, part)
+    return _search_product(y, part)
+
+
+def nearest_sq_distances(
+    y: npt.ArrayLike, bank: npt.ArrayLike | BankFit, *, method: str | None = None
+) -> np.ndarray:
     """Exact squared Euclidean distance from each row of ``y`` to its nearest bank vector.
 
     Parameters
@@ -396,36 +450,48 @@ def nearest_sq_distances(y: npt.ArrayLike, bank: npt.ArrayLike | BankFit) -> np.
         Query vectors (cast to float64).
     bank : (m, k) array_like or BankFit
         Bank vectors (cast to float32, as a model stores them), or a fitted bank.
+    method : {None, "kdtree", "product"}, optional
+        The search; None: the bank's own choice (``BankFit.search``). Both give the distance of
+        the nearest vector by the direct formula; only their speed differs.
 
     Returns
     -------
     (q,) ndarray of float64
-        ``min_b ‖y − b‖² ≥ 0``; 0 for a bank vector itself.
+        ``min_b Σ_j (y_j − b_j)² ≥ 0``, summed in float64; 0 for a bank vector itself.
 
     Notes
     -----
-    In blocks of 128 queries, one float32 product gives ``D̃ = ‖b‖² − 2 y·b`` against the whole
-    bank (``‖y − b‖² = ‖y‖² + D``). Its rounding is bounded:
+    Which search is faster depends on how many directions the bank spreads in, measured by the
+    participation ratio ``(Σλ)² / Σλ²`` of its covariance's eigenvalues (k for isotropic data;
+    about 3 for the ``stats`` of real photos, luma or rgb). At most 6: ``kdtree``, else
+    ``product``; the choice depends on the bank only, so a model always searches the same way.
+
+    ``kdtree`` (``scipy.spatial.cKDTree``, exact search, float64): the neighbour it returns is
+    measured again by the direct formula.
+
+    ``product``: in blocks of 128 queries, one float32 product gives ``D̃ = ‖b‖² − 2 y·b``
+    against the whole bank (``‖y − b‖² = ‖y‖² + D``). Its rounding is bounded,
     ``|D̃ − D| ≤ E = 2 (k + 3) u (‖y‖ + max ‖b‖)²`` with ``u = 2⁻²⁴`` (float32 rounding of
-    ``y``, of ``‖b‖²`` and of the ``k + 1`` products and sums). The candidate ``a = argmin D̃``
-    gets its exact distance ``Σ_j (y_j − b_aj)²`` in float64; it is the nearest when the second
-    smallest ``D̃`` satisfies ``‖y‖² + D̃₂ − E > ‖y − b_a‖²``. Otherwise every ``b`` with
-    ``‖y‖² + D̃ − E ≤ ‖y − b_a‖²`` is measured exactly too, and the least is kept. The result is
-    therefore the direct formula's value for the true nearest neighbour (to float64 rounding),
-    never the product form's, so ``h ≥ 0`` and ``h = 0`` on a bank vector.
+    ``y``, of ``‖b‖²`` and of the ``k + 1`` products and sums, doubled). The candidate
+    ``a = argmin D̃`` is measured exactly in float64; it is the nearest when the second smallest
+    ``D̃₂`` satisfies ``‖y‖² + D̃₂ − E > ‖y − b_a‖²``; otherwise every ``b`` with
+    ``‖y‖² + D̃ − E ≤ ‖y − b_a‖²`` is measured exactly too and the least kept. Never the product
+    form's value, so ``h ≥ 0`` and ``h = 0`` on a bank vector.
     """
     part = bank if isinstance(bank, BankFit) else None
     if part is None:
         vectors = np.asarray(bank)
-        if vectors.ndim != 2 or 0 in vectors.shape:
-            raise UsageError(f"bank must be a non-empty (m, k) array, got shape {vectors.shape}")
+        if vectors.ndim != 2 or 0 in vectors.shape or vectors.dtype.kind not in "biuf":
+            raise UsageError(f"bank must be a non-empty real (m, k) array, got {vectors.shape}")
         k = vectors.shape[1]
         zeros = np.zeros(k)
         part = BankFit(zeros, zeros + 1, zeros, zeros + 1, vectors.astype(np.float32))
+    if method not in (None, "kdtree", "product"):
+        raise UsageError(f"method must be kdtree or product, got {method!r}")
     queries = np.asarray(y, dtype=np.float64)
     if queries.ndim != 2 or queries.shape[1] != part.bank.shape[1]:
         raise UsageError(f"y must be a (q, {part.bank.shape[1]}) array, got shape {queries.shape}")
-    return _search_bank(queries, part)
+    return _search_bank(queries, part, method)
 
 
 # -- fitting one component ------------------------------------------------------------------
@@ -845,6 +911,8 @@ def score_cells(
 # -- memory ---------------------------------------------------------------------------------
 
 _BLOCK_BYTES = _CHUNK_VALUES * 8  # one block of float64 values
+MODULE_BYTES = 48 << 20
+"""What the modules a fit loads add to the resident size (``scipy.spatial``: 33 MiB)."""
 
 
 def memory_need(
@@ -870,12 +938,13 @@ def memory_need(
     Returns
     -------
     int
-        An upper bound of the bytes allocated by numpy at once during the fit (the interpreter
-        and imported modules, about 60–100 MB resident, not counted).
+        An upper bound of the bytes that the fit adds to the resident size of a process that
+        has imported ``soartc_cli`` (about 30 MiB, not counted): numpy's allocations at their
+        peak and the modules it loads (:data:`MODULE_BYTES`).
 
     Notes
     -----
-    ``features + 8·n·N_cells·(C + 1) + max_c(working set of c) + 1 MiB``:
+    ``features + 8·n·N_cells·(C + 1) + max_c(working set of c) + 49 MiB``:
 
     - the features, ``n · N_c · k_c · itemsize`` each, held by the caller;
     - the out-of-fold maps (one ``(n, N_cells)`` float64 per component) and ``H``;
@@ -886,7 +955,8 @@ def memory_need(
     - a ``shared`` Gaussian: its ``z``, ``n · N_c · k_c · 8``, twice (the correlation's product);
     - a position Gaussian: ``N_c (k_c² + 2k_c + 1) · 8`` per fit, two fits alive;
     - a bank: the pool's ``y``, ``30000 · k · 8``, three times and the coreset's buffers, or the
-      search table ``128 × 4000`` float32 and blocks; two banks alive.
+      search table ``128 × 4000`` float32 and blocks; two banks alive;
+    - 48 MiB for the modules loaded (``scipy.spatial``) and 1 MiB of small arrays.
     """
     if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 0:
         raise UsageError(f"n_images must be an integer ≥ 0, got {n_images!r}")
@@ -935,4 +1005,4 @@ def memory_need(
             need = max(scaling, 3 * block + search, 3 * pool * k * 8 + 4 * pool * 8)
             need += 2 * BANK_MAX * k * 12  # two banks alive, float32 and float64
         working = max(working, need)
-    return int(features + maps + working + (1 << 20))
+    return int(features + maps + working + MODULE_BYTES + (1 << 20))
