@@ -515,7 +515,7 @@ class PixelEvaluation:
             if not inside.all():
                 break
             end = start
-        return area / limit
+        return float(area / limit)
 
     def result(self, *, fpr_limit: float = AUPRO_FPR_LIMIT) -> dict[str, Any]:
         """The pixel metrics as the evaluation dict's ``"pixel"`` entry (JSON-ready)::

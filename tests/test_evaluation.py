@@ -143,8 +143,15 @@ def test_evaluate_images_by_hand():
     labels, scores, flagged = _images()
     stats = scores * 0 + np.array([0, 1, 0, 1, 0, 0, 1, 0, 1], dtype=float)  # perfect component
     ev = evaluate_images(scores, labels, flagged, components={"stats": stats, "soartc": -scores})
-    assert list(ev) == ["normal_label", "n_normal", "normal_flagged", "components", "labels", "all",
-                        "pixel"]  # fmt: skip
+    assert list(ev) == [
+        "normal_label",
+        "n_normal",
+        "normal_flagged",
+        "components",
+        "labels",
+        "all",
+        "pixel",
+    ]
     assert ev["normal_label"] == "good" and ev["n_normal"] == 4 and ev["normal_flagged"] == 1
     assert ev["components"] == ["stats", "soartc"]
     assert list(ev["labels"]) == ["dent", "scratch"]
@@ -183,8 +190,7 @@ def test_evaluate_images_undefined_values_are_none():
     assert evaluate_images([1.0, 2.0], ["a", "b"], [False, True]) is None  # no normal image
     ev = evaluate_images([1.0, 2.0], ["good", "good"], [False, False])
     assert ev["labels"] == {} and ev["components"] == []
-    assert ev["all"] == {"n": 0, "auroc": None, "precision": None, "recall": None,
-                         "components": {}}  # fmt: skip
+    assert ev["all"] == {"n": 0, "auroc": None, "precision": None, "recall": None, "components": {}}
     ev = evaluate_images([1.0, 2.0], ["good", "x"], [False, False], normal_label="good")
     assert ev["labels"]["x"]["precision"] is None and ev["labels"]["x"]["recall"] == 0.0
 
@@ -319,9 +325,15 @@ def test_pixel_metrics_undefined():
     only_defect = _pixels([np.ones((2, 2))], [np.ones((2, 2), bool)])
     assert only_defect.pixel_auroc() is None and only_defect.aupro() is None
     assert good.result() == {
-        "n_images": 1, "n_defect_images": 0, "n_pixels": 9, "n_defect_pixels": 0,
-        "n_regions": 0, "auroc": None, "aupro": None, "fpr_limit": 0.3,
-    }  # fmt: skip
+        "n_images": 1,
+        "n_defect_images": 0,
+        "n_pixels": 9,
+        "n_defect_pixels": 0,
+        "n_regions": 0,
+        "auroc": None,
+        "aupro": None,
+        "fpr_limit": 0.3,
+    }
 
 
 def test_perfect_and_inverted_heats():
@@ -341,6 +353,7 @@ def test_evaluate_images_includes_the_pixel_metrics():
     acc = _pixels(heats, masks)
     ev = evaluate_images([0.0, 1.0, 2.0], ["good", "a", "b"], [False, True, True], pixels=acc)
     assert ev["pixel"] == acc.result()
+    assert type(ev["pixel"]["aupro"]) is float and type(ev["pixel"]["auroc"]) is float
     assert ev["pixel"]["aupro"] == pytest.approx(acc.aupro(), abs=TOL)
     json.dumps(ev, allow_nan=False)
     none_added = evaluate_images([0.0, 1.0], ["good", "a"], [False, True], pixels=PixelEvaluation())
