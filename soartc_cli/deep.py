@@ -398,30 +398,41 @@ def _stem_cols(x: np.ndarray) -> np.ndarray:
     return cols.reshape(oh, ow, -1)
 
 
+#: Bytes of one row band's accumulator and product in :func:`_depthwise` (about L2's size).
+_DW_BAND_BYTES = 1 << 20
+
+
 def _depthwise(xp: np.ndarray, conv: _Conv, k: int, s: int) -> np.ndarray:
     """relu6 of the k×k stride-s depthwise conv of the already padded ``(h', w', C)`` map."""
-    # One multiply and one add per tap over the whole map. At stride 1 a tap's rows are
-    # contiguous runs of w·C values; the weights tiled to (w, C) let numpy run each row as one
-    # inner loop (C alone is as short as 32). At stride 2 the rows are strided anyway.
+    # One multiply and one add per tap, over bands of output rows whose accumulator and
+    # product stay in cache (at 512² this halves the time; at 224² most maps are one band).
+    # At stride 1 a tap's rows are contiguous runs of w·C values: the weights tiled to (w, C)
+    # let numpy run each row as one inner loop (C alone is as short as 32). At stride 2 the
+    # rows are strided anyway.
     c = xp.shape[2]
     oh, ow = (xp.shape[0] - k) // s + 1, (xp.shape[1] - k) // s + 1
     out = np.empty((oh, ow, c), dtype=xp.dtype)
-    tmp = np.empty_like(out)
+    band = min(oh, max(1, _DW_BAND_BYTES // (2 * out[0].nbytes)))
+    tmp = np.empty((band, ow, c), dtype=xp.dtype)
     if s == 1:
         w = np.empty((k, k, ow, c), dtype=xp.dtype)
         w[...] = conv.weight[:, :, None, :]
     else:
         w = conv.weight
-    for dy in range(k):
-        for dx in range(k):
-            tap = xp[dy : dy + s * oh : s, dx : dx + s * ow : s]
-            if dy == dx == 0:
-                np.multiply(tap, w[0, 0], out=out)
-            else:
-                np.multiply(tap, w[dy, dx], out=tmp)
-                out += tmp
-    out += conv.bias
-    return _relu6(out)
+    for r0 in range(0, oh, band):
+        r1 = min(oh, r0 + band)
+        acc, t = out[r0:r1], tmp[: r1 - r0]
+        for dy in range(k):
+            for dx in range(k):
+                tap = xp[dy + s * r0 : dy + s * (r1 - 1) + 1 : s, dx : dx + s * ow : s]
+                if dy == dx == 0:
+                    np.multiply(tap, w[0, 0], out=acc)
+                else:
+                    np.multiply(tap, w[dy, dx], out=t)
+                    acc += t
+        acc += conv.bias
+        _relu6(acc)
+    return out
 
 
 def _block(x: np.ndarray, block: _Block, padded: np.ndarray | None = None) -> np.ndarray:
