@@ -17,12 +17,12 @@ importing the package. The file is
   (kh, kw, in, out) memory order, i.e. as strided views of their storages.
 
 :func:`read_state_dict` reads that format without unpickling arbitrary objects: a
-:class:`pickle.Unpickler` whose ``find_class`` resolves only ``collections.OrderedDict``,
-``torch._utils._rebuild_tensor_v2`` and the storage type names, each to soartc's own builder (no
-torch is imported, none needs to be installed); every other global is refused. Sizes are checked
-against the bytes actually present before anything is allocated. :func:`load_weights` first checks
-the file's sha256 against the pinned one, so a tampered or other file is refused before it is even
-parsed; the parser is the second line of defence.
+:class:`pickle.Unpickler` whose ``find_class`` resolves only ``collections.OrderedDict`` (to
+itself), ``torch._utils._rebuild_tensor_v2`` and the storage type names (to soartc's own
+builders: no torch is imported, none needs to be installed); every other global is refused.
+Sizes are checked against the bytes actually present before anything is allocated.
+:func:`load_weights` first checks the file's sha256 against the pinned one, so a tampered or
+other file is refused before it is even parsed; the parser is the second line of defence.
 """
 
 from __future__ import annotations
