@@ -1,4 +1,4 @@
-"""Time the numpy EfficientNet-Lite0 of ``soartc_cli.deep`` against PyTorch on one CPU thread.
+"""Time the numpy EfficientNet-Lite0 of ``soartc_cli.core.deep`` against PyTorch on one CPU thread.
 
 Run from the repository root (PyTorch is optional; ``pip install torch==2.13.0`` takes the CPU
 build on this machine's disk, plain ``torch`` would pull a CUDA build of several GB)::
@@ -8,12 +8,12 @@ build on this machine's disk, plain ``torch`` would pull a CUDA build of several
 Contenders, each on the same 224² photo, batch 1:
 
 - ``numpy features``: what SPEC §10 computes per image, the stem and blocks 0–7
-  (:func:`soartc_cli.deep.feature_maps`);
+  (:func:`soartc_cli.core.deep.feature_maps`);
 - ``torch features (bn)``: the same in PyTorch's functional API with batch norm applied, as the
   weights' own PyTorch port runs it (tests/oracle_deep.py);
 - ``torch features (folded)``: PyTorch convolutions with the batch norms folded into them, as
   soartc's network does — PyTorch's best case;
-- ``numpy cells``: :func:`soartc_cli.deep.deep_cells` (features + 3×3 mean + sampling, P = 16,
+- ``numpy cells``: :func:`soartc_cli.core.deep.deep_cells` (features + 3×3 mean + sampling, P = 16,
   T = 8);
 - ``numpy / torch logits``: the whole network with its head and classifier.
 
@@ -35,14 +35,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from soartc_cli._startup import prepare_process  # noqa: E402  (before numpy is imported)
+from soartc_cli.pipeline.startup import prepare_process  # noqa: E402  (before numpy is imported)
 
 prepare_process()
 
 import numpy as np  # noqa: E402
 
 from soartc_cli import deep  # noqa: E402
-from soartc_cli.deepweights import load_network, load_weights  # noqa: E402
+from soartc_cli.settings.deepweights import load_network, load_weights  # noqa: E402
 
 
 def photo(size: int) -> np.ndarray:
@@ -51,7 +51,7 @@ def photo(size: int) -> np.ndarray:
         import skimage.data
         from PIL import Image
 
-        from soartc_cli.imageio import load_image
+        from soartc_cli.imaging.load import load_image
     except ImportError:
         return np.random.default_rng(0).random((3, size, size), dtype=np.float32)
     image = Image.fromarray(skimage.data.chelsea())

@@ -8,7 +8,7 @@ Each size runs in a fresh interpreter set up like the ``soartc`` program (one BL
 malloc thresholds raised; PERF_NOTES) that builds the features of the defaults — ``soartc``
 729 cells × 18 values in float64, ``stats`` 729 × 6 in float32 — fits a model and scores
 images. The child reports its peak resident size (``ru_maxrss``), its resident size before the
-features existed, and :func:`soartc_cli.scoring.memory_need`. The parent prints a table and a
+features existed, and :func:`soartc_cli.core.scoring.memory_need`. The parent prints a table and a
 straight-line extrapolation to 10,000 good images from the two largest sizes. The features are
 synthetic (see :func:`features`): ``stats`` spread in two main directions as photos' cells do
 (the bank search depends on it), and, timed apart, isotropic (the k-d tree's worst case).
@@ -69,14 +69,14 @@ def rss_kib() -> int:
 
 
 def child(n: int, score_images: int) -> dict:
-    from soartc_cli._startup import prepare_process
+    from soartc_cli.pipeline.startup import prepare_process
 
     prepare_process()
     import resource
 
     import numpy as np
 
-    from soartc_cli import scoring
+    from soartc_cli.core import scoring
 
     before = rss_kib()
     soartc, stats = features(n, seed=0)
@@ -174,7 +174,7 @@ def main() -> None:
         a, b = rows[-2], rows[-1]
         per = {key: (b[key] - a[key]) / (b["n"] - a["n"]) for key in ("fit_s", "peak_mib")}
         at = {key: b[key] + per[key] * (10000 - b["n"]) for key in per}
-        from soartc_cli import scoring
+        from soartc_cli.core import scoring
 
         need = scoring.memory_need(
             10000,

@@ -61,8 +61,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "patch_distances": ("core.unitspace", "patch_distances"),
     "image_scores": ("core.unitspace", "image_scores"),
     "evaluate": ("core.unitspace", "evaluate"),
-    "save_model": ("output.modelfile", "save_model"),
-    "load_model": ("output.modelfile", "load_model"),
+    "save_model": ("output.modelfile_v1", "save_model"),
+    "load_model": ("output.modelfile_v1", "load_model"),
     # settings
     "ImageSettings": ("settings.image", "ImageSettings"),
     "FeatureSettings": ("settings.features", "FeatureSettings"),

@@ -22,9 +22,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from soartc_cli.deep import expected_shapes
+from soartc_cli.core.deep import expected_shapes
 
-# Written out here, not imported, so that a wrong constant in soartc_cli.deep fails the tests.
+# Written out here, not imported, so that a wrong constant in soartc_cli.core.deep fails the tests.
 BN_EPS = 1e-3  # TensorFlow's EfficientNet(-Lite) builders: batch_norm_epsilon=1e-3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # SPEC §10
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,5 +1,5 @@
-"""Plain-loop oracles of soartc_cli.evaluation: Python floats, lists and loops, never imported by
-the package. Slow and obvious on purpose."""
+"""Plain-loop oracles of soartc_cli.core.evaluation: Python floats, lists and loops, never
+imported by the package. Slow and obvious on purpose."""
 
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ import sys
 import numpy as np
 from PIL import Image
 
-from soartc_cli.evaluation import PixelEvaluation, evaluate_images, upsample_heat
-from soartc_cli.maps import render_score_map
-from soartc_cli.report import ReportData, ReportRow, render_report, select_gallery
+from soartc_cli.core.evaluation import PixelEvaluation, evaluate_images, upsample_heat
+from soartc_cli.output.pictures import render_score_map
+from soartc_cli.output.report import ReportData, ReportRow, render_report, select_gallery
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "sample_images"
 SIZE, PATCH, STRIDE = 224, 32, 16

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from soartc_cli import deep, deepweights
-from soartc_cli.deep import (
+from soartc_cli.core import deep
+from soartc_cli.core.deep import (
     FEATURE_CHANNELS,
     EfficientNetLite0,
     cell_features,
@@ -31,14 +31,15 @@ from soartc_cli.deep import (
     logits,
     prepare,
 )
-from soartc_cli.deepweights import (
+from soartc_cli.errors import UsageError
+from soartc_cli.settings import deepweights
+from soartc_cli.settings.deepweights import (
     WEIGHTS_SHA256,
     load_network,
     load_weights,
     read_state_dict,
     require_sha256,
 )
-from soartc_cli.errors import UsageError
 from tests.oracle_deep import (
     Global,
     cells_loops,
@@ -99,7 +100,7 @@ def _photo(name: str, *, size: int = 224, channels: str = "rgb") -> np.ndarray:
     import skimage.data
     from PIL import Image
 
-    from soartc_cli.imageio import load_image
+    from soartc_cli.imaging.load import load_image
 
     image = Image.fromarray(getattr(skimage.data, name)())
     return load_image(image, size=size, patch=16, channels=channels).pixels

@@ -1,4 +1,4 @@
-"""Tests for soartc_cli.evaluation: resampling, image metrics, pixel AUROC and AUPRO."""
+"""Tests for soartc_cli.core.evaluation: resampling, image metrics, pixel AUROC and AUPRO."""
 
 import json
 
@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from soartc_cli import evaluation
-from soartc_cli.errors import UsageError
-from soartc_cli.evaluation import (
+from soartc_cli.core import evaluation
+from soartc_cli.core.evaluation import (
     PixelEvaluation,
     auroc,
     cell_centres,
@@ -16,6 +15,7 @@ from soartc_cli.evaluation import (
     resample_bilinear,
     upsample_heat,
 )
+from soartc_cli.errors import UsageError
 from tests import oracle_evaluation as oracle
 
 TOL = 1e-12

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from soartc_cli import modelfile as mf
-from soartc_cli import scoring as sc
-from soartc_cli import unitspace
+from soartc_cli.core import scoring as sc
+from soartc_cli.core import unitspace
 from soartc_cli.errors import UsageError
-from soartc_cli.outputs import WriteError
+from soartc_cli.output import modelfile as mf
+from soartc_cli.output.targets import WriteError
 
 
 def upsample(heat):
@@ -234,10 +234,16 @@ def test_a_non_seekable_file_object():
 
 
 def test_a_format_1_model_says_to_refit(tmp_path):
-    rng = np.random.default_rng(0)
-    old = unitspace.fit_unit_space(rng.standard_normal((6, 4, 3)))
+    # A model of an older soartc: its arrays as format 1 wrote them (one Gaussian per patch).
     path = tmp_path / "old.npz"
-    unitspace.save_model(old, path)
+    k, n_patches = 3, 4
+    np.savez(
+        path, center=np.zeros(k), scale=np.ones(k), means=np.zeros((n_patches, k)),
+        precisions=np.tile(np.eye(k), (n_patches, 1, 1)), shrinkage=np.zeros(n_patches),
+        oof_scores=np.ones(6), threshold=np.array(1.0), quantile=np.array(0.99),
+        unit_space=np.array("position"), meta=np.array("{}"),
+        format=np.array("soartc.unitspace"), format_version=np.array(1, dtype=np.int64),
+    )  # fmt: skip
     with pytest.raises(UsageError) as info:
         mf.load_model(path)
     message = str(info.value)

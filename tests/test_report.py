@@ -1,4 +1,4 @@
-"""Tests for soartc_cli.report: the HTML report's contents, escaping, bounds, determinism, and a
+"""soartc_cli.output.report: the HTML report's contents, escaping, bounds, determinism, and a
 real browser (headless Chromium) that renders it without a console error."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from soartc_cli.evaluation import PixelEvaluation, auroc, evaluate_images
-from soartc_cli.report import (
+from soartc_cli.core.evaluation import PixelEvaluation, auroc, evaluate_images
+from soartc_cli.output.report import (
     HISTOGRAM_BINS,
     ReportData,
     ReportRow,

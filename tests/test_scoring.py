@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from soartc_cli import scoring as sc
+from soartc_cli.core import scoring as sc
 from soartc_cli.errors import UsageError
 from tests import oracle_scoring as oracle
 from tests import oracle_unitspace as gauss

@@ -20,7 +20,7 @@ from PIL import Image
 from soartc_cli.core import unitspace as us
 from soartc_cli.core.features import soartc_features
 from soartc_cli.errors import UsageError
-from soartc_cli.output import modelfile
+from soartc_cli.output import modelfile_v1 as modelfile
 from tests import oracle_unitspace as oracle
 
 RTOL = 1e-9

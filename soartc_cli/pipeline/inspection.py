@@ -275,7 +275,7 @@ def fit(
     model = unitspace.fit_unit_space(
         features, unit_space=settings.unit_space, quantile=settings.quantile, meta=meta
     )
-    from soartc_cli.output.modelfile import save_model
+    from soartc_cli.output.modelfile_v1 import save_model
 
     save_model(model, settings.model)
     record = report.record
@@ -290,7 +290,7 @@ def fit(
 
 def score_job(settings: ScoreSettings) -> ScoreJob:
     """The score job of a model file; UsageError for a bad model or threshold."""
-    from soartc_cli.output.modelfile import load_model
+    from soartc_cli.output.modelfile_v1 import load_model
 
     fitted = load_model(settings.model)
     features = job_from_model(fitted)

@@ -91,7 +91,7 @@ class ReportData:
     rows : sequence of ReportRow
         Every scored image (finite scores); used for the plots and the gallery.
     evaluation : dict or None
-        :func:`soartc_cli.evaluation.evaluate_images`'s dict, None when there is none.
+        :func:`soartc_cli.core.evaluation.evaluate_images`'s dict, None when there is none.
     failures : sequence of (path, reason)
         The images that failed, in the run's order.
     pictures : mapping of str to bytes
@@ -293,7 +293,7 @@ def _legend(entries: Sequence[tuple[str, str, str]], *, x: int, y: int) -> list[
 
 
 def _roc_svg(rows: Sequence[ReportRow], normal_label: str) -> str | None:
-    from soartc_cli.evaluation import auroc
+    from soartc_cli.core.evaluation import auroc
 
     scores = np.array([r.score for r in rows], dtype=np.float64)
     labels = np.array([r.label for r in rows], dtype=object)

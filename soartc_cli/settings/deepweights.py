@@ -43,7 +43,7 @@ import numpy as np
 from soartc_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from soartc_cli.deep import EfficientNetLite0
+    from soartc_cli.core.deep import EfficientNetLite0
 
 __all__ = [
     "DIST_NAME",
@@ -151,7 +151,7 @@ def weights_path() -> tuple[str, str]:
 
 
 def _read_bounded(path: str) -> bytes:
-    from soartc_cli.files import NotRegularFile, open_regular
+    from soartc_cli.imaging.files import NotRegularFile, open_regular
 
     try:
         file, status = open_regular(path)
@@ -223,7 +223,7 @@ def load_network(path: str | os.PathLike[str] | None = None) -> EfficientNetLite
 
 
 def _network(weights: Weights) -> EfficientNetLite0:
-    from soartc_cli.deep import EfficientNetLite0
+    from soartc_cli.core.deep import EfficientNetLite0
 
     return EfficientNetLite0.from_state_dict(
         weights.tensors, sha256=weights.sha256, version=weights.version

